@@ -1,0 +1,98 @@
+"""Start-up work that must finish before the reactor runs: blocking, and allowed to be.
+
+Opening the database, proving the master key, and (later) loading certificates into memory
+happen here, so that by the time the listeners accept a connection everything the TLS
+handshake needs is already in memory, and so that a bad key or a locked data directory
+stops the process with one clear line instead of a half-started server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from twisted.logger import Logger
+
+from aegis.config import Settings
+from aegis.crypto.keywrap import KeyWrapper
+from aegis.crypto.masterkey import KeyMismatch, ResolvedKey, resolve_master_key, verify_master_key
+from aegis.store._runner import Runner
+from aegis.store.errors import StoreError
+from aegis.store.sqlite import SQLiteStore, ensure_private_directory
+
+log = Logger()
+
+LOCK_FILE = "aegis.lock"
+
+
+class StartupError(Exception):
+    """Aegis cannot start; ``str()`` is one line for the operator (exit status 2)."""
+
+
+@dataclass
+class Storage:
+    store: SQLiteStore
+    wrapper: KeyWrapper
+    key: ResolvedKey
+    lock: IO[bytes]
+
+    def close(self) -> None:
+        self.store.close()
+        self.lock.close()
+
+
+def acquire_instance_lock(data_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on the data directory for this process's lifetime.
+
+    Two processes writing one SQLite database with separate in-memory views would each
+    serve stale state, and ``aegis rotate-key`` must not run under a live server.
+    """
+    ensure_private_directory(data_dir)
+    handle = open(data_dir / LOCK_FILE, "a+b")  # noqa: SIM115 - held until close()
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StartupError(
+            f"another Aegis process is using the data directory {data_dir}; stop it first"
+        ) from None
+    os.chmod(data_dir / LOCK_FILE, 0o600)
+    return handle
+
+
+def open_storage(settings: Settings, runner: Runner) -> Storage:
+    """Open the database and prove the master key before writing anything.
+
+    @raise StartupError: wrong or missing key, newer schema, unreadable database, or
+        another process holding the data directory.
+    """
+    lock = acquire_instance_lock(settings.data_dir)
+    store: SQLiteStore | None = None
+    try:
+        store = SQLiteStore.open(settings.database_path, runner, migrate=False)
+        if store.schema_version() >= 1:
+            store.transact_blocking(lambda txn: verify_master_key(txn, settings.ssl_key))
+        store.migrate()
+        resolved = store.transact_blocking(
+            lambda txn: resolve_master_key(txn, settings.ssl_key)
+        )
+    except (KeyMismatch, StoreError) as exc:
+        if store is not None:
+            store.close()
+        lock.close()
+        raise StartupError(str(exc)) from None
+    if resolved.generated:
+        log.warn(
+            "AEGIS_SSL_KEY is not set: generated a master key and stored it in the settings "
+            "table of {database}, next to the data it protects. To keep it apart: stop Aegis, "
+            "run `AEGIS_SSL_NEW_KEY=$(aegis generate-key) aegis rotate-key`, and start Aegis "
+            "with AEGIS_SSL_KEY set to that key.",
+            database=str(settings.database_path),
+        )
+    elif resolved.stored_in_database and settings.ssl_key is not None:
+        log.warn("AEGIS_SSL_KEY is set, and a copy of it is still stored in the database; "
+                 "`aegis rotate-key` with AEGIS_SSL_NEW_KEY set removes the stored copy.")
+    return Storage(store, KeyWrapper(resolved.key), resolved, lock)

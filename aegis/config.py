@@ -1,0 +1,193 @@
+"""Settings: every option is a command-line flag *and* an ``AEGIS_*`` environment variable.
+
+The table :data:`SETTINGS` is the single place a setting is declared: the twistd
+``Options``, the ``aegis run --help`` text, the README table and validation all come from it,
+so a new setting is one new row. Precedence: command line, then environment, then default.
+
+Validation happens before anything is started, and fails with :class:`ConfigError` whose
+message names the setting; callers turn that into a one-line error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.testing import MemoryReactor
+
+from aegis.crypto.keywrap import MasterKey, MasterKeyError
+
+
+class ConfigError(Exception):
+    """A setting has an unusable value. ``str()`` is one line naming the setting."""
+
+
+def _parse_endpoint(value: str) -> str:
+    """Accept any Twisted server endpoint description (``tcp:443``, ``unix:/run/a.sock``).
+
+    Building the endpoint against a memory reactor checks its grammar and arguments without
+    binding anything. TLS endpoint types are refused: Aegis wraps listeners in TLS itself so
+    it can choose the certificate per connection.
+    """
+    kind = value.split(":", 1)[0].strip().lower()
+    if kind in ("ssl", "tls", "le", "lets"):
+        raise ValueError("give a plain endpoint such as tcp:443; Aegis adds TLS itself")
+    try:
+        serverFromString(MemoryReactor(), value)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"not a Twisted endpoint description ({exc})") from None
+    return value
+
+
+def _parse_path(value: str) -> Path:
+    if not value or "\x00" in value:
+        raise ValueError("must be a non-empty path")
+    return Path(value)
+
+
+def _parse_master_key(value: str) -> MasterKey:
+    try:
+        return MasterKey.from_hex(value)
+    except MasterKeyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _parse_token(value: str) -> str:
+    if len(value) < 16 or not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise ValueError("must be at least 16 printable characters without spaces")
+    return value
+
+
+def _parse_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not 0 < seconds <= 3600:
+        raise ValueError("must be between 0 and 3600 seconds")
+    return seconds
+
+
+def _parse_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError("must be an http(s) URL")
+    return value.rstrip("/") if value.endswith("/") and value.count("/") > 2 else value
+
+
+def _parse_email(value: str) -> str:
+    if value and not re.fullmatch(r"[^@\s,;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", value):
+        raise ValueError("must be an email address")
+    return value
+
+
+def _parse_existing_file(value: str) -> Path:
+    path = _parse_path(value)
+    if not path.is_file():
+        raise ValueError(f"file {value!r} does not exist")
+    return path
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One row of the settings table."""
+
+    name: str  # attribute on Settings and the long option (with '_' -> '-')
+    env: str
+    default: str | None
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def option(self) -> str:
+        return self.name.replace("_", "-")
+
+
+LETS_ENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+CLOUDFLARE_API_BASE = "https://api.cloudflare.com/client/v4"
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("data_dir", "AEGIS_DATA_DIR", "data", _parse_path,
+                "Directory of the SQLite database aegis.db (created 0700)."),
+    SettingSpec("ssl_cache_dir", "AEGIS_SSL_CACHE_DIR", ".cache/ssl", _parse_path,
+                "Directory of the local CA, its certificates and the ACME cache (0700)."),
+    SettingSpec("ssl_key", "AEGIS_SSL_KEY", None, _parse_master_key,
+                "64 hex characters: the AES-256-GCM master key for private keys at rest. "
+                "Unset: generated on first run and stored in the database.", secret=True),
+    SettingSpec("http_listen", "AEGIS_HTTP_LISTEN", "tcp:80", _parse_endpoint,
+                "Twisted endpoint of the plain HTTP listener (ACME challenges, redirects)."),
+    SettingSpec("https_listen", "AEGIS_HTTPS_LISTEN", "tcp:443", _parse_endpoint,
+                "Twisted endpoint of the HTTPS listener (Aegis adds TLS itself)."),
+    SettingSpec("admin_listen", "AEGIS_ADMIN_LISTEN", "tcp:9443:interface=127.0.0.1",
+                _parse_endpoint, "Twisted endpoint of the admin API and UI (TLS added by Aegis)."),
+    SettingSpec("admin_token", "AEGIS_ADMIN_TOKEN", None, _parse_token,
+                "Bearer token of the admin API. Unset: generated on first run, written to "
+                "<data dir>/admin-token (0600), only its hash kept.", secret=True),
+    SettingSpec("shutdown_timeout", "AEGIS_SHUTDOWN_TIMEOUT", "10", _parse_seconds,
+                "Seconds in-flight requests get to finish after SIGTERM."),
+    SettingSpec("acme_directory", "AEGIS_ACME_DIRECTORY", LETS_ENCRYPT_PRODUCTION, _parse_url,
+                "ACME directory URL (Let's Encrypt staging: " + LETS_ENCRYPT_STAGING + ")."),
+    SettingSpec("acme_email", "AEGIS_ACME_EMAIL", "", _parse_email,
+                "Contact email of the ACME account (optional)."),
+    SettingSpec("acme_ca_bundle", "AEGIS_ACME_CA_BUNDLE", None, _parse_existing_file,
+                "PEM bundle trusted for the ACME server's HTTPS (private CAs, Pebble)."),
+    SettingSpec("cloudflare_api_base", "AEGIS_CLOUDFLARE_API_BASE", CLOUDFLARE_API_BASE,
+                _parse_url, "Base URL of the Cloudflare API v4."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. ``repr`` never shows secrets."""
+
+    data_dir: Path = Path("data")
+    ssl_cache_dir: Path = Path(".cache/ssl")
+    ssl_key: MasterKey | None = None
+    http_listen: str = "tcp:80"
+    https_listen: str = "tcp:443"
+    admin_listen: str = "tcp:9443:interface=127.0.0.1"
+    admin_token: str | None = field(default=None, repr=False)
+    shutdown_timeout: float = 10.0
+    acme_directory: str = LETS_ENCRYPT_PRODUCTION
+    acme_email: str = ""
+    acme_ca_bundle: Path | None = None
+    cloudflare_api_base: str = CLOUDFLARE_API_BASE
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "aegis.db"
+
+    @classmethod
+    def load(
+        cls,
+        options: Mapping[str, str | None] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Resolve every setting from command-line ``options``, then ``environ``, then default.
+
+        @raise ConfigError: naming the first setting whose value is unusable.
+        """
+        options = options or {}
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in SETTINGS:
+            raw = options.get(spec.name)
+            origin = f"--{spec.option}"
+            if raw is None and spec.env in environ:
+                raw, origin = environ[spec.env], spec.env
+            if raw is None:
+                raw, origin = spec.default, f"{spec.env} (default)"
+            if raw is None:
+                continue
+            try:
+                values[spec.name] = spec.parse(raw)
+            except ValueError as exc:
+                shown = "(hidden)" if spec.secret else repr(raw)
+                raise ConfigError(f"{origin}={shown}: {exc}") from None
+        return cls(**values)

@@ -1,0 +1,1 @@
+"""Cryptography helpers: master-key wrapping of private keys at rest."""

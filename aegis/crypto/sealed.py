@@ -1,0 +1,28 @@
+"""Names of the contexts (GCM associated data) secrets are sealed under.
+
+One function per kind of secret, so writer and reader cannot disagree on the binding.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from aegis.crypto.keywrap import KeyWrapper
+
+
+def certificate_key_context(uid: str) -> str:
+    """The private key of certificate ``uid``: binds the blob to that certificate row."""
+    return f"certificate:{uid}:key"
+
+
+def setting_context(name: str) -> str:
+    """A sealed value kept in the ``settings`` table under ``name``."""
+    return f"setting:{name}"
+
+
+def seal_setting(wrapper: KeyWrapper, name: str, plaintext: bytes) -> str:
+    return base64.b64encode(wrapper.seal(plaintext, setting_context(name))).decode("ascii")
+
+
+def open_setting(wrapper: KeyWrapper, name: str, value: str) -> bytes:
+    return wrapper.open(base64.b64decode(value), setting_context(name))

@@ -1,0 +1,137 @@
+"""The seams of Aegis. Each is small, and its docstring is its contract.
+
+* :class:`IStore` / :class:`IStoreTransaction`: all persistent state. SQLite is the embedded
+  implementation, :class:`aegis.store.memory.MemoryStore` the in-memory one; a PostgreSQL
+  store for several nodes implements the same two interfaces. No SQL lives outside a store.
+* :class:`ICertificateIssuer`: anything that turns a CSR into a certificate chain (ACME,
+  Cloudflare Origin CA). Sources plug in here; the registry and TLS layer never learn which.
+* :class:`IOnDemandIssuance`: how the TLS handshake path asks for a certificate it lacks,
+  without waiting for it.
+* :class:`IChallengeResponder`: how the plain-HTTP listener answers ACME HTTP-01 requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+from aegis.store.records import CertificateFields, CertificateRecord, HostFields, HostRecord
+
+T = TypeVar("T")
+
+
+class IStoreTransaction(Interface):
+    """One all-or-nothing unit of work, handed to the function given to ``IStore.transact``.
+
+    Its methods are synchronous and valid only while that function runs. Every method may
+    raise :class:`aegis.store.errors.StoreError` subclasses: ``NotFound`` for an unknown id,
+    ``Conflict`` for a taken name or a record still referenced, ``StoreBusy`` when the
+    database stays locked. An exception leaving the function rolls back every change.
+    """
+
+    def get_setting(name: str) -> str | None:
+        """The value of setting ``name``, or None."""
+
+    def set_setting(name: str, value: str) -> None:
+        """Create or overwrite a setting."""
+
+    def delete_setting(name: str) -> None:
+        """Remove a setting; no error if absent."""
+
+    def add_certificate(fields: CertificateFields) -> CertificateRecord:
+        """Store a new certificate; ``Conflict`` if its ``uid`` exists."""
+
+    def get_certificate(cert_id: int) -> CertificateRecord:
+        """One certificate; ``NotFound`` if unknown."""
+
+    def list_certificates() -> list[CertificateRecord]:
+        """Every certificate, ordered by id."""
+
+    def replace_certificate(cert_id: int, fields: CertificateFields) -> CertificateRecord:
+        """Overwrite a certificate's content in place; id and ``created_at`` stay.
+
+        Hosts bound to it follow without being edited. ``NotFound`` if unknown.
+        """
+
+    def delete_certificate(cert_id: int) -> None:
+        """Remove a certificate. ``NotFound`` if unknown; ``Conflict`` while a host uses it."""
+
+    def hosts_using_certificate(cert_id: int) -> list[HostRecord]:
+        """The hosts whose ``ssl_cert_id`` is ``cert_id``, ordered by id."""
+
+    def add_host(fields: HostFields) -> HostRecord:
+        """Store a new host. ``Conflict`` (field ``domain`` or ``aliases``) if one of its names
+        belongs to another host; ``Conflict`` (field ``ssl_cert_id``) for an unknown
+        certificate."""
+
+    def get_host(host_id: int) -> HostRecord:
+        """One host; ``NotFound`` if unknown."""
+
+    def list_hosts() -> list[HostRecord]:
+        """Every host, ordered by id."""
+
+    def replace_host(host_id: int, fields: HostFields) -> HostRecord:
+        """Overwrite a host in place, with the same checks as ``add_host``."""
+
+    def delete_host(host_id: int) -> None:
+        """Remove a host and free its names and certificate binding. ``NotFound`` if unknown."""
+
+
+class IStore(Interface):
+    """Persistent state behind one transactional entry point.
+
+    Concurrency: transactions are serialised against each other (and, for SQLite, against
+    other processes through the database lock). ``transact`` never blocks the reactor: the
+    work runs on a store-owned thread. ``transact_blocking`` is for code that runs before the
+    reactor starts or without one (start-up, ``aegis rotate-key``).
+    """
+
+    def transact(work: Callable[[IStoreTransaction], T]) -> Deferred[T]:
+        """Run ``work(txn)`` in one transaction off the reactor thread.
+
+        The Deferred fires with its result after commit, or fails with its exception after
+        rollback (store failures as ``StoreError`` subclasses). ``work`` must not touch the
+        reactor; it may run on another thread.
+        """
+
+    def transact_blocking(work: Callable[[IStoreTransaction], T]) -> T:
+        """Like ``transact`` but on the calling thread; never call it from the reactor."""
+
+    def schema_version() -> int:
+        """The schema version of the open database."""
+
+    def close() -> None:
+        """Release the database. Idempotent."""
+
+
+class ICertificateIssuer(Interface):
+    """Turns a certificate signing request into a signed chain.
+
+    ``issue`` may take seconds to minutes (ACME validation). It must check nothing about our
+    host policy: the caller has done that. It fails with a descriptive exception (never one
+    carrying secrets) and must be safe to call again after failure.
+    """
+
+    source = Attribute("The certificate object's ``source`` value, e.g. 'letsencrypt'.")
+
+    def issue(csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
+        """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes."""
+
+
+class IOnDemandIssuance(Interface):
+    """Called from the TLS handshake path when a host that should have an automatic
+    certificate has none. Must return at once, never raise, never do I/O itself; repeated
+    calls for one name while an order is running must not start another order."""
+
+    def certificate_wanted(hostname: str) -> None:
+        """Note that ``hostname`` (normalised) needs a certificate."""
+
+
+class IChallengeResponder(Interface):
+    """Answers ACME HTTP-01 validation requests from memory."""
+
+    def key_authorization(token: str) -> bytes | None:
+        """The key authorisation for ``token`` (already checked to be base64url), or None."""

@@ -1,0 +1,166 @@
+"""Listening services that stop gracefully.
+
+On SIGTERM twistd stops the service tree. A :class:`GracefulListener` then
+
+1. stops accepting new connections,
+2. asks each open connection to finish: idle ones close now, busy ones after their current
+   response (protocols say how through :class:`IDrainable`),
+3. waits up to ``shutdown_timeout`` seconds, then aborts whatever is left,
+
+and only then lets the reactor stop, so in-flight requests complete and the process exits 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from zope.interface import Interface, implementer
+
+log = Logger()
+
+
+class IDrainable(Interface):
+    """A connection protocol that can finish its current work and then close."""
+
+    def drain() -> None:
+        """Close when idle: now if nothing is in flight, else after the current exchange."""
+
+
+def drain_protocol(protocol: IProtocol) -> None:
+    """Ask ``protocol`` (unwrapping TLS and tracking wrappers) to finish and close."""
+    inner: Any = protocol
+    while True:
+        if IDrainable.providedBy(inner):
+            inner.drain()
+            return
+        if isinstance(inner, HTTPChannel):
+            _drain_http_channel(inner)
+            return
+        wrapped = getattr(inner, "wrappedProtocol", None)
+        if wrapped is None:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+            return
+        inner = wrapped
+
+
+def _drain_http_channel(channel: HTTPChannel) -> None:
+    """twisted.web has no drain API: turn keep-alive off so it closes after the response."""
+    channel.persistent = False
+    if not channel._handlingRequest:
+        channel.loseConnection()
+
+
+class _TrackedProtocol(ProtocolWrapper):
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        super().connectionLost(reason)
+        factory: _TrackingFactory = self.factory  # type: ignore[assignment]
+        waiter = factory.closed.pop(self, None)
+        if waiter is not None:
+            waiter.callback(None)
+
+
+class _TrackingFactory(WrappingFactory):
+    protocol = _TrackedProtocol
+
+    noisy = False
+
+    def __init__(self, wrapped: IProtocolFactory) -> None:
+        super().__init__(wrapped)
+        self.closed: dict[_TrackedProtocol, Deferred[None]] = {}
+
+
+class GracefulListener(Service):
+    """Listens on ``endpoint`` with ``factory`` while running; drains on stop."""
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: IProtocolFactory,
+        clock: IReactorTime,
+        shutdown_timeout: float,
+        description: str,
+        fatal: Callable[[str], None],
+    ) -> None:
+        self._endpoint = endpoint
+        self._fatal = fatal
+        self._factory = _TrackingFactory(factory)
+        self._clock = clock
+        self._timeout = shutdown_timeout
+        self._description = description
+        self._port: IListeningPort | None = None
+        self._listening: Deferred[IListeningPort] | None = None
+
+    def privilegedStartService(self) -> None:
+        """Bind here, before twistd drops privileges, so ports below 1024 work with --uid."""
+        super().privilegedStartService()
+        self._listening = self._endpoint.listen(self._factory)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self._port = port
+            host = port.getHost()
+            log.info(
+                "{listener} listening on {address}",
+                listener=self._description,
+                address=f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}",
+            )
+            return port
+
+        def failed(failure: Failure) -> None:
+            self._fatal(f"{self._description} could not listen: {failure.getErrorMessage()}")
+
+        self._listening.addCallbacks(listening, failed)
+
+    def port(self) -> IListeningPort | None:
+        """The listening port once bound (tests read the ephemeral port number from it)."""
+        return self._port
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._port is None:
+            return succeed(None)
+        port, self._port = self._port, None
+        stopped: Deferred[Any] = Deferred()
+        stopping = port.stopListening()
+        (stopping or succeed(None)).addCallback(lambda _: self._drain()).chainDeferred(stopped)
+        return stopped
+
+    def _drain(self) -> Deferred[Any]:
+        connections = list(self._factory.protocols)
+        if not connections:
+            return succeed(None)
+        waiters = []
+        for connection in connections:
+            tracked: _TrackedProtocol = connection  # type: ignore[assignment]
+            waiter: Deferred[None] = Deferred()
+            self._factory.closed[tracked] = waiter
+            waiters.append(waiter)
+            drain_protocol(tracked.wrappedProtocol)
+        log.info(
+            "{listener}: waiting up to {timeout}s for {count} connection(s) to finish",
+            listener=self._description, timeout=self._timeout, count=len(waiters),
+        )
+        everything = DeferredList(waiters)
+
+        def abort_rest() -> None:
+            for tracked in list(self._factory.closed):
+                tracked.transport.abortConnection()  # type: ignore[union-attr]
+
+        timer = self._clock.callLater(self._timeout, abort_rest)
+        everything.addBoth(lambda result: timer.cancel() if timer.active() else None)
+        return everything

@@ -1,0 +1,1 @@
+"""Host routing, the plain-HTTP listener and the reverse proxy engine."""

@@ -1,0 +1,67 @@
+"""The root of the service tree and its start/stop order.
+
+Children are named so operators and tests can find them (``root.getServiceNamed("http")``):
+
+=============  ===========================================================
+``store``      the store's worker thread; stopped last, then the database closed
+``http``       plain HTTP listener (ACME HTTP-01, redirects, proxying)
+``https``      TLS listener with SNI certificate selection
+``admin``      admin REST API and web UI over TLS
+``sources``    certificate sources (ACME, Cloudflare), each a child service
+=============  ===========================================================
+
+Children stop one after another in reverse order of addition, each waiting for the one
+before it (MultiService would stop them all at once): listeners drain their connections
+first, and the store, added first, stops last, so every in-flight request and transaction
+completes before the database closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+
+log = Logger()
+
+
+class AegisService(MultiService):
+    """The whole of Aegis. ``exit_status`` is what ``aegis run`` exits with."""
+
+    def __init__(self, reactor: IReactorCore) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self.exit_status = 0
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                yield maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("error while stopping {service}", service=child.name)
+
+    def fatal(self, message: str) -> None:
+        """Something essential failed after start (e.g. a port is taken): stop with status 1."""
+        log.critical("{message}; stopping", message=message)
+        self.exit_status = 1
+        if self._reactor.running:
+            self._reactor.stop()
+        else:
+            self._reactor.callWhenRunning(self._reactor.stop)
+
+
+class OnStop(Service):
+    """Runs a callable when the tree stops (e.g. closing the database after its thread)."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action = action
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._action()

@@ -1,0 +1,110 @@
+"""Immutable values the store takes and returns.
+
+``*Fields`` is what a caller supplies; ``*Record`` adds what the store assigns (``id`` and
+timestamps). Hostnames inside are already normalised by :mod:`aegis.names`; the store keeps
+them as given. Timestamps are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+CERTIFICATE_SOURCES = ("custom", "cloudflare_origin", "letsencrypt")
+SSL_MODES = ("none", "letsencrypt", "custom")
+TLS_VERSIONS = ("1.2", "1.3")
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateFields:
+    """A certificate and its sealed private key, with facts derived from the PEM.
+
+    ``key_sealed`` is the AES-256-GCM blob of :class:`aegis.crypto.keywrap.KeyWrapper`, sealed
+    under the context ``certificate:<uid>:key``; ``uid`` is chosen by the caller before
+    storing, so the ciphertext is bound to this record and no other.
+    ``extra`` holds source-specific public facts (e.g. a Cloudflare certificate id): never a
+    secret.
+    """
+
+    uid: str
+    source: str
+    domains: tuple[str, ...]
+    chain_pem: str
+    key_sealed: bytes = field(repr=False)
+    issuer: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    fingerprint_sha256: str
+    key_type: str
+    chain_complete: bool
+    auto_renew: bool = False
+    source_ref: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in CERTIFICATE_SOURCES:
+            raise ValueError(f"unknown certificate source {self.source!r}")
+        object.__setattr__(self, "domains", tuple(self.domains))
+        object.__setattr__(self, "extra", _frozen(self.extra))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateRecord(CertificateFields):
+    id: int
+    created_at: datetime
+    updated_at: datetime
+
+    def fields(self) -> CertificateFields:
+        """The caller-supplied part, e.g. to build a replacement with ``dataclasses.replace``."""
+        return CertificateFields(**{
+            name: getattr(self, name) for name in CertificateFields.__dataclass_fields__
+        })
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostFields:
+    """A proxy host: the names it answers for, where it sends traffic, and its TLS settings."""
+
+    domain: str
+    aliases: tuple[str, ...] = ()
+    upstream: str
+    ssl_mode: str = "none"
+    ssl_cert_id: int | None = None
+    force_https: bool = False
+    hsts_enabled: bool = False
+    hsts_max_age: int = 31536000
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
+    tls_min_version: str = "1.2"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ssl_mode not in SSL_MODES:
+            raise ValueError(f"unknown ssl_mode {self.ssl_mode!r}")
+        if self.tls_min_version not in TLS_VERSIONS:
+            raise ValueError(f"unknown tls_min_version {self.tls_min_version!r}")
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        object.__setattr__(self, "extra", _frozen(self.extra))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every hostname this host answers for: ``domain`` first, then ``aliases``."""
+        return (self.domain, *self.aliases)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostRecord(HostFields):
+    id: int
+    created_at: datetime
+    updated_at: datetime
+
+    def fields(self) -> HostFields:
+        return HostFields(**{name: getattr(self, name) for name in HostFields.__dataclass_fields__})
