@@ -1,0 +1,1 @@
+"""Certificates in memory: parsed, validated, indexed by hostname for the TLS layer."""
