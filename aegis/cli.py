@@ -67,13 +67,13 @@ def run(options: RunOptions) -> int:
     from twisted.internet import reactor
 
     _start_logging()
-    root = makeService(options, reactor)  # type: ignore[arg-type]
+    root = makeService(options, reactor)
     root.privilegedStartService()
     root.startService()
-    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger(
         "before", "shutdown", root.stopService
     )
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     return root.exit_status
 
 

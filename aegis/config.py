@@ -38,9 +38,12 @@ def _parse_endpoint(value: str) -> str:
     if kind in ("ssl", "tls", "le", "lets"):
         raise ValueError("give a plain endpoint such as tcp:443; Aegis adds TLS itself")
     try:
-        serverFromString(MemoryReactor(), value)
+        endpoint = serverFromString(MemoryReactor(), value)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"not a Twisted endpoint description ({exc})") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
     return value
 
 

@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from aegis.store.records import CertificateFields, CertificateRecord, HostFields, HostRecord
+from aegis.store.records import (
+    AcmeChallenge,
+    CertificateFields,
+    CertificateRecord,
+    HostFields,
+    HostRecord,
+    IssuanceState,
+)
 
 T = TypeVar("T")
 
@@ -78,6 +85,31 @@ class IStoreTransaction(Interface):
 
     def delete_host(host_id: int) -> None:
         """Remove a host and free its names and certificate binding. ``NotFound`` if unknown."""
+
+    def get_issuance_state(name: str) -> IssuanceState | None:
+        """The automatic-issuance state of hostname ``name``, or None if none was kept."""
+
+    def put_issuance_state(state: IssuanceState) -> None:
+        """Create or overwrite the state of ``state.name`` (idempotent).
+
+        ``certificate_id`` is not a reference the store enforces: it may name a certificate
+        deleted since; readers check.
+        """
+
+    def list_issuance_states() -> list[IssuanceState]:
+        """Every kept issuance state, ordered by name."""
+
+    def delete_issuance_state(name: str) -> None:
+        """Forget the state of ``name``; no error if absent."""
+
+    def put_acme_challenge(challenge: AcmeChallenge) -> None:
+        """Create or overwrite the HTTP-01 answer for ``challenge.token`` (idempotent)."""
+
+    def delete_acme_challenge(token: str) -> None:
+        """Remove the answer for ``token``; no error if absent."""
+
+    def list_acme_challenges() -> list[AcmeChallenge]:
+        """Every HTTP-01 answer kept, ordered by token."""
 
 
 class IStore(Interface):

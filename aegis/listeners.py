@@ -40,23 +40,20 @@ class IDrainable(Interface):
         """Close when idle: now if nothing is in flight, else after the current exchange."""
 
 
-def drain_protocol(protocol: IProtocol) -> None:
-    """Ask ``protocol`` (unwrapping TLS and tracking wrappers) to finish and close."""
+def drain_protocol(protocol: IProtocol, transport: Any) -> None:
+    """Ask ``protocol`` to finish and close, looking through TLS and HTTP wrappers
+    (``wrappedProtocol``; twisted.web's HTTP/1.1-or-2 switch keeps its channel in
+    ``_channel``). A protocol that cannot drain is disconnected through ``transport``."""
     inner: Any = protocol
-    while True:
+    while inner is not None:
         if IDrainable.providedBy(inner):
             inner.drain()
             return
         if isinstance(inner, HTTPChannel):
             _drain_http_channel(inner)
             return
-        wrapped = getattr(inner, "wrappedProtocol", None)
-        if wrapped is None:
-            transport = getattr(protocol, "transport", None)
-            if transport is not None:
-                transport.loseConnection()
-            return
-        inner = wrapped
+        inner = getattr(inner, "wrappedProtocol", None) or getattr(inner, "_channel", None)
+    transport.loseConnection()
 
 
 def _drain_http_channel(channel: HTTPChannel) -> None:
@@ -69,7 +66,7 @@ def _drain_http_channel(channel: HTTPChannel) -> None:
 class _TrackedProtocol(ProtocolWrapper):
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         super().connectionLost(reason)
-        factory: _TrackingFactory = self.factory  # type: ignore[assignment]
+        factory: _TrackingFactory = self.factory
         waiter = factory.closed.pop(self, None)
         if waiter is not None:
             waiter.callback(None)
@@ -146,11 +143,11 @@ class GracefulListener(Service):
             return succeed(None)
         waiters = []
         for connection in connections:
-            tracked: _TrackedProtocol = connection  # type: ignore[assignment]
+            tracked: _TrackedProtocol = connection
             waiter: Deferred[None] = Deferred()
             self._factory.closed[tracked] = waiter
             waiters.append(waiter)
-            drain_protocol(tracked.wrappedProtocol)
+            drain_protocol(tracked.wrappedProtocol, tracked.transport)
         log.info(
             "{listener}: waiting up to {timeout}s for {count} connection(s) to finish",
             listener=self._description, timeout=self._timeout, count=len(waiters),

@@ -37,6 +37,14 @@ class AegisService(MultiService):
         self._reactor = reactor
         self.exit_status = 0
 
+    def startService(self) -> None:
+        super().startService()
+        self._reactor.callWhenRunning(self._ready)
+
+    def _ready(self) -> None:
+        if self.running and self.exit_status == 0:
+            log.info("Aegis is ready")
+
     @inlineCallbacks
     def stopService(self) -> Any:
         Service.stopService(self)

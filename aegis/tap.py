@@ -13,7 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
-from aegis.bootstrap import Storage, StartupError, open_storage
+from aegis.bootstrap import StartupError, Storage, open_storage
 from aegis.config import SETTINGS, ConfigError, Settings
 from aegis.listeners import GracefulListener
 from aegis.proxy.plainhttp import plain_http_factory
@@ -54,7 +54,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> AegisS
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor  # type: ignore[assignment]
+        reactor = global_reactor
     assert reactor is not None
     try:
         settings = options.settings()

@@ -41,7 +41,7 @@ class StoreThread(Service):
 
     def runner(self) -> Runner:
         def run(work: Callable[[], Any]) -> Deferred[Any]:
-            return deferToThreadPool(self._reactor, self._pool, work)  # type: ignore[arg-type]
+            return deferToThreadPool(self._reactor, self._pool, work)
 
         return run
 

@@ -13,7 +13,14 @@ from zope.interface import implementer
 from aegis.interfaces import IStoreTransaction
 from aegis.store._timefmt import from_text, to_text
 from aegis.store.errors import Conflict, NotFound
-from aegis.store.records import CertificateFields, CertificateRecord, HostFields, HostRecord
+from aegis.store.records import (
+    AcmeChallenge,
+    CertificateFields,
+    CertificateRecord,
+    HostFields,
+    HostRecord,
+    IssuanceState,
+)
 
 _CERT_COLUMNS = (
     "uid", "source", "domains", "chain_pem", "key_sealed", "issuer", "subject", "not_before",
@@ -68,6 +75,25 @@ def _host_from_row(row: sqlite3.Row) -> HostRecord:
         hsts_preload=bool(row["hsts_preload"]), tls_min_version=row["tls_min_version"],
         extra=json.loads(row["extra"]),
         created_at=from_text(row["created_at"]), updated_at=from_text(row["updated_at"]),
+    )
+
+
+def _text_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else to_text(moment)
+
+
+def _moment_or_none(text: str | None) -> datetime | None:
+    return None if text is None else from_text(text)
+
+
+def _issuance_from_row(row: sqlite3.Row) -> IssuanceState:
+    sealed = row["pending_key_sealed"]
+    return IssuanceState(
+        name=row["name"], status=row["status"], certificate_id=row["certificate_id"],
+        failures=row["failures"], last_attempt_at=_moment_or_none(row["last_attempt_at"]),
+        last_error=row["last_error"], next_attempt_at=_moment_or_none(row["next_attempt_at"]),
+        renews_at=_moment_or_none(row["renews_at"]), order_url=row["order_url"],
+        pending_key_sealed=None if sealed is None else bytes(sealed),
     )
 
 
@@ -223,3 +249,52 @@ class SQLiteTransaction:
         cursor = self._db.execute("DELETE FROM hosts WHERE id = ?", (host_id,))
         if cursor.rowcount == 0:
             raise NotFound("host", host_id)
+
+    # automatic issuance (ACME)
+
+    def get_issuance_state(self, name: str) -> IssuanceState | None:
+        row = self._db.execute(
+            "SELECT * FROM issuance_state WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else _issuance_from_row(row)
+
+    def put_issuance_state(self, state: IssuanceState) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO issuance_state (name, status, certificate_id, failures, "
+            "last_attempt_at, last_error, next_attempt_at, renews_at, order_url, "
+            "pending_key_sealed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                state.name, state.status, state.certificate_id, state.failures,
+                _text_or_none(state.last_attempt_at), state.last_error,
+                _text_or_none(state.next_attempt_at), _text_or_none(state.renews_at),
+                state.order_url, state.pending_key_sealed, self._stamp(),
+            ),
+        )
+
+    def list_issuance_states(self) -> list[IssuanceState]:
+        rows = self._db.execute("SELECT * FROM issuance_state ORDER BY name").fetchall()
+        return [_issuance_from_row(row) for row in rows]
+
+    def delete_issuance_state(self, name: str) -> None:
+        self._db.execute("DELETE FROM issuance_state WHERE name = ?", (name,))
+
+    def put_acme_challenge(self, challenge: AcmeChallenge) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO acme_challenges (token, key_authorization, name, "
+            "created_at) VALUES (?, ?, ?, ?)",
+            (challenge.token, challenge.key_authorization, challenge.name,
+             to_text(challenge.created_at)),
+        )
+
+    def delete_acme_challenge(self, token: str) -> None:
+        self._db.execute("DELETE FROM acme_challenges WHERE token = ?", (token,))
+
+    def list_acme_challenges(self) -> list[AcmeChallenge]:
+        rows = self._db.execute("SELECT * FROM acme_challenges ORDER BY token").fetchall()
+        return [
+            AcmeChallenge(
+                token=row["token"], key_authorization=row["key_authorization"],
+                name=row["name"], created_at=from_text(row["created_at"]),
+            )
+            for row in rows
+        ]

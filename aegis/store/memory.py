@@ -20,7 +20,14 @@ from aegis.interfaces import IStore, IStoreTransaction
 from aegis.store._timefmt import utcnow
 from aegis.store.errors import Conflict, NotFound, StoreError
 from aegis.store.migrations import LATEST_VERSION
-from aegis.store.records import CertificateFields, CertificateRecord, HostFields, HostRecord
+from aegis.store.records import (
+    AcmeChallenge,
+    CertificateFields,
+    CertificateRecord,
+    HostFields,
+    HostRecord,
+    IssuanceState,
+)
 
 T = TypeVar("T")
 
@@ -32,10 +39,16 @@ class _Tables:
     hosts: dict[int, HostRecord] = field(default_factory=dict)
     next_certificate_id: int = 1
     next_host_id: int = 1
+    issuance: dict[str, IssuanceState] = field(default_factory=dict)
+    challenges: dict[str, AcmeChallenge] = field(default_factory=dict)
 
 
 def _second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
+
+
+def _maybe_second(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _second(moment)
 
 
 @implementer(IStoreTransaction)
@@ -140,6 +153,34 @@ class MemoryTransaction:
         self.get_host(host_id)
         del self._t.hosts[host_id]
 
+    def get_issuance_state(self, name: str) -> IssuanceState | None:
+        return self._t.issuance.get(name)
+
+    def put_issuance_state(self, state: IssuanceState) -> None:
+        self._t.issuance[state.name] = replace(
+            state,
+            last_attempt_at=_maybe_second(state.last_attempt_at),
+            next_attempt_at=_maybe_second(state.next_attempt_at),
+            renews_at=_maybe_second(state.renews_at),
+        )
+
+    def list_issuance_states(self) -> list[IssuanceState]:
+        return [self._t.issuance[name] for name in sorted(self._t.issuance)]
+
+    def delete_issuance_state(self, name: str) -> None:
+        self._t.issuance.pop(name, None)
+
+    def put_acme_challenge(self, challenge: AcmeChallenge) -> None:
+        self._t.challenges[challenge.token] = replace(
+            challenge, created_at=_second(challenge.created_at)
+        )
+
+    def delete_acme_challenge(self, token: str) -> None:
+        self._t.challenges.pop(token, None)
+
+    def list_acme_challenges(self) -> list[AcmeChallenge]:
+        return [self._t.challenges[token] for token in sorted(self._t.challenges)]
+
 
 @implementer(IStore)
 class MemoryStore:
@@ -156,6 +197,8 @@ class MemoryStore:
         draft.settings = dict(draft.settings)
         draft.certificates = dict(draft.certificates)
         draft.hosts = dict(draft.hosts)
+        draft.issuance = dict(draft.issuance)
+        draft.challenges = dict(draft.challenges)
         result = work(MemoryTransaction(draft, self._now))
         self._tables = draft
         return result

@@ -61,6 +61,29 @@ MIGRATIONS: tuple[str, ...] = (
         host_id  INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE
     );
     """,
+    # 2: automatic issuance state per name, and HTTP-01 answers being served (ACME).
+    """
+    CREATE TABLE issuance_state (
+        name                TEXT PRIMARY KEY,
+        status              TEXT NOT NULL
+                            CHECK (status IN ('pending', 'obtaining', 'valid', 'failed')),
+        certificate_id      INTEGER,
+        failures            INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at     TEXT,
+        last_error          TEXT,
+        next_attempt_at     TEXT,
+        renews_at           TEXT,
+        order_url           TEXT,
+        pending_key_sealed  BLOB,
+        updated_at          TEXT NOT NULL
+    );
+    CREATE TABLE acme_challenges (
+        token              TEXT PRIMARY KEY,
+        key_authorization  TEXT NOT NULL,
+        name               TEXT NOT NULL,
+        created_at         TEXT NOT NULL
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

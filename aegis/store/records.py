@@ -108,3 +108,48 @@ class HostRecord(HostFields):
 
     def fields(self) -> HostFields:
         return HostFields(**{name: getattr(self, name) for name in HostFields.__dataclass_fields__})
+
+
+ISSUANCE_STATUSES = ("pending", "obtaining", "valid", "failed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuanceState:
+    """Where automatic (ACME) issuance stands for one hostname; what the API shows.
+
+    ``status``: ``pending`` (wanted, not tried yet), ``obtaining`` (an order is running),
+    ``valid`` (``certificate_id`` holds a current certificate), ``failed`` (the last attempt
+    failed; ``next_attempt_at`` says when the next one is allowed; a certificate obtained
+    earlier keeps serving). ``failures`` counts consecutive failures (the backoff step).
+    ``order_url`` and ``pending_key_sealed`` describe an order in flight so a restart resumes
+    it instead of ordering again; the key is sealed like every private key (never shown).
+    """
+
+    name: str
+    status: str = "pending"
+    certificate_id: int | None = None
+    failures: int = 0
+    last_attempt_at: datetime | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    renews_at: datetime | None = None
+    order_url: str | None = None
+    pending_key_sealed: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.status not in ISSUANCE_STATUSES:
+            raise ValueError(f"unknown issuance status {self.status!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcmeChallenge:
+    """An HTTP-01 answer being served: ``token`` → ``key_authorization`` for ``name``.
+
+    Public by design (the CA fetches it over plain HTTP); kept so a restart mid-order still
+    answers the CA's validation requests.
+    """
+
+    token: str
+    key_authorization: str
+    name: str
+    created_at: datetime
