@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from zope.interface import Interface, implementer
+from zope.interface import Interface
 
 log = Logger()
 
