@@ -11,14 +11,23 @@ from __future__ import annotations
 import fcntl
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
 from twisted.logger import Logger
 
+from aegis.admin import TokenVerifier, listen_address, resolve_admin_token
 from aegis.config import Settings
 from aegis.crypto.keywrap import KeyWrapper
 from aegis.crypto.masterkey import KeyMismatch, ResolvedKey, resolve_master_key, verify_master_key
+from aegis.interfaces import IStore
+from aegis.localca import (
+    LocalAuthority,
+    LocalCA,
+    admin_certificate_names,
+    proxy_certificate_names,
+)
 from aegis.store._runner import Runner
 from aegis.store.errors import StoreError
 from aegis.store.sqlite import SQLiteStore, ensure_private_directory
@@ -96,3 +105,41 @@ def open_storage(settings: Settings, runner: Runner) -> Storage:
         log.warn("AEGIS_SSL_KEY is set, and a copy of it is still stored in the database; "
                  "`aegis rotate-key` with AEGIS_SSL_NEW_KEY set removes the stored copy.")
     return Storage(store, KeyWrapper(resolved.key), resolved, lock)
+
+
+@dataclass(frozen=True)
+class LocalStartup:
+    """The local CA with both leaves checked and current, and the admin token verifier."""
+
+    local_ca: LocalCA
+    authority: LocalAuthority
+    verifier: TokenVerifier
+    admin_names: tuple[str, ...]
+
+
+def prepare_local_ca(settings: Settings, store: IStore, now: datetime) -> LocalStartup:
+    """Apply the local CA renewal rules and resolve the admin token (blocking).
+
+    The proxy fallback covers every name of every stored proxy host; the admin certificate
+    the loopback names and the admin bind address.
+
+    @raise StartupError: the cache or data directory cannot be written.
+    """
+    interface, _ = listen_address(settings.admin_listen)
+    host_names = store.transact_blocking(
+        lambda txn: [name for host in txn.list_hosts() for name in host.names]
+    )
+    local_ca = LocalCA(settings.ssl_cache_dir)
+    admin_names = admin_certificate_names(interface)
+    try:
+        authority = local_ca.ensure(admin_names, proxy_certificate_names(host_names), now)
+        verifier = resolve_admin_token(settings, store)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot write the local CA or admin token files: {exc.strerror} "
+            f"({exc.filename})"
+        ) from None
+    if authority.written:
+        log.info("local CA in {directory}: wrote {files}",
+                 directory=str(settings.ssl_cache_dir), files=", ".join(authority.written))
+    return LocalStartup(local_ca, authority, verifier, admin_names)

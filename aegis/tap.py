@@ -1,23 +1,24 @@
-"""``twistd aegis`` / ``aegis run``: command-line options and the whole object graph.
+"""``twistd aegis`` / ``aegis run``: command-line options and :func:`makeService`.
 
-:func:`makeService` is the only place that knows every concrete class; everything else is
-handed what it needs (reactor, store, settings) so it can be tested with fakes.
+``makeService`` validates settings, does the blocking start-up work (:mod:`aegis.bootstrap`)
+and hands everything to :func:`aegis.assembly.build_tree`, the one place that knows every
+concrete class; everything else is handed what it needs (reactor, store, settings) so it can
+be tested with fakes.
 """
 
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
-from aegis.bootstrap import StartupError, Storage, open_storage
+from aegis.assembly import build_tree
+from aegis.bootstrap import StartupError, open_storage, prepare_local_ca
 from aegis.config import SETTINGS, ConfigError, Settings
-from aegis.listeners import GracefulListener
-from aegis.proxy.plainhttp import plain_http_factory
-from aegis.service import AegisService, OnStop
+from aegis.service import AegisService
 from aegis.store._runner import StoreThread
 
 
@@ -65,28 +66,13 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> AegisS
         storage = open_storage(settings, store_thread.runner())
     except StartupError as exc:
         exit_with_error(str(exc))
-    return build_tree(settings, storage, store_thread, reactor)
+    try:
+        local = prepare_local_ca(settings, storage.store, _now(reactor))
+    except StartupError as exc:
+        storage.close()
+        exit_with_error(str(exc))
+    return build_tree(settings, storage, store_thread, reactor, local)
 
 
-def build_tree(
-    settings: Settings, storage: Storage, store_thread: StoreThread, reactor: Any
-) -> AegisService:
-    root = AegisService(reactor)
-    closer = OnStop(storage.close)
-    closer.setName("store-close")
-    closer.setServiceParent(root)
-    store_thread.setName("store")
-    store_thread.setServiceParent(root)
-
-    http = GracefulListener(
-        serverFromString(reactor, settings.http_listen),
-        plain_http_factory(),
-        reactor,
-        settings.shutdown_timeout,
-        "HTTP listener",
-        root.fatal,
-    )
-    http.setName("http")
-    http.setServiceParent(root)
-    return root
-
+def _now(reactor: Any) -> datetime:
+    return datetime.fromtimestamp(reactor.seconds(), tz=UTC)

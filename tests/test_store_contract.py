@@ -190,3 +190,13 @@ def test_schema_version(store: Any) -> None:
     from aegis.store.migrations import LATEST_VERSION
 
     assert store.schema_version() == LATEST_VERSION
+
+
+def test_host_settings_roundtrip(store: Any) -> None:
+    fields = host_fields(
+        upstream="https://backend.internal:8443", upstream_tls_verify=False, hsts_enabled=True,
+        hsts_max_age=63072000, hsts_include_subdomains=True, hsts_preload=True,
+    )
+    host = run(store, lambda t: t.add_host(fields))
+    assert host.fields() == fields
+    assert run(store, lambda t: t.get_host(host.id)).upstream_tls_verify is False

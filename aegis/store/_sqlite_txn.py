@@ -30,6 +30,7 @@ _CERT_COLUMNS = (
 _HOST_COLUMNS = (
     "domain", "aliases", "upstream", "ssl_mode", "ssl_cert_id", "force_https", "hsts_enabled",
     "hsts_max_age", "hsts_include_subdomains", "hsts_preload", "tls_min_version", "extra",
+    "upstream_tls_verify",
 )
 
 
@@ -62,6 +63,7 @@ def _host_values(fields: HostFields) -> list[Any]:
         fields.ssl_cert_id, int(fields.force_https), int(fields.hsts_enabled),
         fields.hsts_max_age, int(fields.hsts_include_subdomains), int(fields.hsts_preload),
         fields.tls_min_version, json.dumps(dict(fields.extra), sort_keys=True),
+        int(fields.upstream_tls_verify),
     ]
 
 
@@ -73,7 +75,7 @@ def _host_from_row(row: sqlite3.Row) -> HostRecord:
         hsts_max_age=row["hsts_max_age"],
         hsts_include_subdomains=bool(row["hsts_include_subdomains"]),
         hsts_preload=bool(row["hsts_preload"]), tls_min_version=row["tls_min_version"],
-        extra=json.loads(row["extra"]),
+        extra=json.loads(row["extra"]), upstream_tls_verify=bool(row["upstream_tls_verify"]),
         created_at=from_text(row["created_at"]), updated_at=from_text(row["updated_at"]),
     )
 

@@ -84,6 +84,10 @@ MIGRATIONS: tuple[str, ...] = (
         created_at         TEXT NOT NULL
     );
     """,
+    # 3: whether an https upstream's certificate is verified (default: yes).
+    """
+    ALTER TABLE hosts ADD COLUMN upstream_tls_verify INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

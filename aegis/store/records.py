@@ -76,6 +76,7 @@ class HostFields:
     domain: str
     aliases: tuple[str, ...] = ()
     upstream: str
+    upstream_tls_verify: bool = True
     ssl_mode: str = "none"
     ssl_cert_id: int | None = None
     force_https: bool = False

@@ -1,0 +1,16 @@
+"""The admin route tables. A feature adds its routes by adding its table here (one line).
+
+Order matters only for the OpenAPI document's listing order.
+"""
+
+from __future__ import annotations
+
+from aegis.admin import _hosts, _trust, certificates, cloudflare
+from aegis.admin._routing import RouteTable
+
+ROUTE_TABLES: tuple[RouteTable, ...] = (
+    certificates.routes,
+    cloudflare.routes,
+    _hosts.routes,
+    _trust.routes,
+)

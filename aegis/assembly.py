@@ -1,0 +1,145 @@
+"""The object graph of a running Aegis: who gets which collaborator.
+
+:func:`build_tree` is called by :func:`aegis.tap.makeService` after the blocking start-up
+work (database opened, master key proven, local CA current). It loads every certificate
+into memory and builds the service tree; nothing here waits on the network.
+
+How a change travels (see docs/architecture.md): an admin write commits to the store, then
+calls ``ProxyState.reload``, which reloads the certificate registry, re-issues the proxy
+fallback if the host names changed, and swaps the SNI selection table and the router's host
+table; the ACME manager gets the new host policy at the same moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.endpoints import serverFromString
+
+from aegis.admin import AdminCertificateCreator, AdminContext, build_admin_service
+from aegis.bootstrap import LocalStartup, Storage
+from aegis.certs.registry import CertificateRegistry, reactor_pool_runner
+from aegis.certs.service import CertificateService
+from aegis.certs.trust import load_trust_roots
+from aegis.config import Settings
+from aegis.hosts.router import HostRouter
+from aegis.hosts.state import ProxyState, host_names
+from aegis.listeners import GracefulListener
+from aegis.localca import LocalAuthority, LocalCAMaintenance, ProxyFallbackReissuer
+from aegis.proxy import proxy_factory
+from aegis.proxy.routing import ProxyLimits
+from aegis.service import AegisService, OnStop
+from aegis.sources.acme import build_acme
+from aegis.sources.cloudflare import CloudflareService, build_cloudflare
+from aegis.store._runner import StoreThread
+from aegis.store.records import HostRecord
+from aegis.tls.selection import SelectionState
+from aegis.tls.sni import https_factory
+
+
+def _letsencrypt_names(hosts: Sequence[HostRecord]) -> list[str]:
+    """The ACME host policy: only names of ``letsencrypt`` hosts, never wildcards."""
+    return [name for host in hosts if host.ssl_mode == "letsencrypt"
+            for name in host.names if not name.startswith("*.")]
+
+
+def _child(root: AegisService, name: str, service: Service) -> None:
+    service.setName(name)
+    service.setServiceParent(root)
+
+
+def build_tree(
+    settings: Settings,
+    storage: Storage,
+    store_thread: StoreThread,
+    reactor: Any,
+    local: LocalStartup,
+) -> AegisService:
+    """The service tree; see :mod:`aegis.service` for its children and their stop order."""
+    store, wrapper = storage.store, storage.wrapper
+    root = AegisService(reactor)
+    _child(root, "store-close", OnStop(storage.close))
+    _child(root, "store", store_thread)
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(reactor.seconds(), UTC)
+
+    cpu = reactor_pool_runner(reactor)
+    registry = CertificateRegistry(store, wrapper, reactor, runner=cpu)
+    registry.load_blocking()
+    hosts = store.transact_blocking(lambda txn: txn.list_hosts())
+
+    # The ACME manager reloads through ProxyState, which exists only below: late binding.
+    proxy_holder: list[ProxyState] = []
+    acme = build_acme(
+        reactor, store, wrapper, settings.acme_directory,
+        reload=lambda: proxy_holder[0].reload(), contact_email=settings.acme_email,
+        ca_bundle=settings.acme_ca_bundle,
+    )
+    selection = SelectionState(registry, local.authority.proxy, acme.manager, hosts)
+
+    def https_port() -> int | None:
+        bound = https.port()
+        return getattr(bound.getHost(), "port", None) if bound is not None else None
+
+    router = HostRouter(selection, https_port, acme.responder, now)
+
+    def hosts_changed(current: Sequence[HostRecord]) -> None:
+        acme.manager.set_allowed_names(_letsencrypt_names(current))
+
+    proxy = ProxyState(
+        store, registry, selection, router,
+        ProxyFallbackReissuer(local.local_ca, cpu, now),
+        host_names(hosts), hosts_changed,
+    )
+    proxy_holder.append(proxy)
+    proxy.publish_hosts(hosts)
+    registry.subscribe(lambda *_: selection.certificates_changed())
+
+    engine_limits = ProxyLimits()
+    http = GracefulListener(
+        serverFromString(reactor, settings.http_listen),
+        proxy_factory(router, reactor, engine_limits), reactor, settings.shutdown_timeout,
+        "HTTP listener", root.fatal,
+    )
+    https = GracefulListener(
+        serverFromString(reactor, settings.https_listen),
+        https_factory(selection, proxy_factory(router, reactor, engine_limits), reactor),
+        reactor, settings.shutdown_timeout, "HTTPS listener", root.fatal,
+    )
+
+    cloudflare = build_cloudflare(reactor, settings.cloudflare_api_base, store, wrapper,
+                                  on_stored=lambda _record: proxy.reload())
+    _child(root, "acme", acme.manager)
+    _child(root, "cloudflare", CloudflareService(cloudflare))
+    _child(root, "http", http)
+    _child(root, "https", https)
+
+    admin_creator = AdminCertificateCreator(local.authority.admin)
+    certificates = CertificateService(
+        store, wrapper, registry, reactor, runner=cpu, trust_roots=load_trust_roots(),
+        publish=proxy.reload,
+    )
+    context = AdminContext(
+        store=store, wrapper=wrapper, local_ca=local.authority, clock=reactor,
+        certificates=certificates, cloudflare=cloudflare, selection=selection, proxy=proxy,
+        acme=acme.manager,
+    )
+    _child(root, "admin", build_admin_service(
+        settings.admin_listen, context, local.verifier, reactor, settings.shutdown_timeout,
+        root.fatal, creator=admin_creator,
+    ))
+
+    def renewed(authority: LocalAuthority) -> None:
+        admin_creator.replace(authority)
+        selection.set_fallback(authority.proxy)
+
+    _child(root, "local-ca", LocalCAMaintenance(
+        local.local_ca, local.admin_names,
+        lambda: store.transact(lambda txn: [n for h in txn.list_hosts() for n in h.names]),
+        cpu, reactor, publish=[renewed],
+    ))
+    return root

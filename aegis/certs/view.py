@@ -1,0 +1,75 @@
+"""The certificate object of the API, built from a stored record (public facts only).
+
+The spec's fields come first and keep their names exactly: ``id``, ``domains``, ``source``,
+``issuer``, ``expires_at`` (ISO 8601 UTC with ``Z``), ``auto_renew``, ``created_at``. The
+extras never hold a secret: ``not_before``, ``fingerprint_sha256``, ``key_type``,
+``chain_complete``, ``days_remaining``, ``status``, ``hosts`` and ``problem`` (why the
+registry does not serve it, e.g. a key that no longer decrypts, else null). ``chain_pem`` (the
+public chain, leaf first) only on request: it is large and lists do not need it.
+
+The record's ``key_sealed`` is never read here, so no form of the key can reach a response.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aegis.certs.index import Problem
+from aegis.store.records import CertificateRecord, HostRecord
+
+EXPIRING_WITHIN = timedelta(days=30)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status(not_before: datetime, not_after: datetime, now: datetime) -> str:
+    """``valid``, ``expiring`` (under 30 days left), ``expired`` or ``not_yet_valid``."""
+    if now >= not_after:
+        return "expired"
+    if now < not_before:
+        return "not_yet_valid"
+    if not_after - now < EXPIRING_WITHIN:
+        return "expiring"
+    return "valid"
+
+
+def days_remaining(not_after: datetime, now: datetime) -> int:
+    """Whole days left (rounded down), 0 once expired."""
+    return max(0, math.floor((not_after - now) / timedelta(days=1)))
+
+
+def certificate_object(
+    record: CertificateRecord,
+    hosts: Sequence[HostRecord],
+    now: datetime,
+    problem: Problem | None = None,
+    include_chain: bool = False,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": record.id,
+        "domains": list(record.domains),
+        "source": record.source,
+        "issuer": record.issuer,
+        "expires_at": iso(record.not_after),
+        "auto_renew": record.auto_renew,
+        "created_at": iso(record.created_at),
+        "not_before": iso(record.not_before),
+        "subject": record.subject,
+        "fingerprint_sha256": record.fingerprint_sha256,
+        "key_type": record.key_type,
+        "chain_complete": record.chain_complete,
+        "days_remaining": days_remaining(record.not_after, now),
+        "status": status(record.not_before, record.not_after, now),
+        "hosts": [{"id": host.id, "domain": host.domain} for host in hosts],
+        "problem": (
+            None if problem is None else {"code": problem.reason, "message": problem.message}
+        ),
+    }
+    if include_chain:
+        body["chain_pem"] = record.chain_pem
+    return body

@@ -1,0 +1,1 @@
+"""Proxy hosts: validation of host settings, request routing, and publishing changes."""

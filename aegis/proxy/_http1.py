@@ -1,0 +1,443 @@
+"""The HTTP/1.1 client-facing connection: llhttp parsing, pipelining, timeouts, tunnels.
+
+Requests are parsed by one ``httptools.HttpRequestParser`` per connection and answered
+strictly in order. Only one request is forwarded at a time; pipelined requests behind it are
+parsed, queued, and the socket is paused while any wait (so at most one read's worth of
+bytes is ever held). Everything ambiguous ends in a 400 and a closed connection.
+
+One read timer covers the connection's states: ``keepalive_timeout`` while idle between
+requests, ``header_timeout`` (absolute, slowloris) from the first byte of a head until it is
+complete, ``body_idle_timeout`` (reset by every read) while a request body arrives.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Literal
+
+import httptools
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from aegis.listeners import IDrainable
+from aegis.proxy._exchange import Exchange, access_log, error_body
+from aegis.proxy._h1wire import Request, local_response, public_reason, rejection, response_head
+from aegis.proxy._headers import RequestRejected, validate_request, wants_upgrade
+from aegis.proxy._upstream import UpstreamConnection
+from aegis.proxy.routing import ConnectionInfo, Forward, Headers, LocalResponse, RequestHead
+
+log = Logger()
+
+
+@implementer(IPushProducer, IDrainable)
+class Http1Connection(Protocol):
+    """One client connection speaking HTTP/1.x (or handing over to HTTP/2 after ALPN)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.info: ConnectionInfo | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._delegate: Any = None
+        self._url = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._in_body = False
+        self._reject: tuple[int, str] | None = None
+        self._queue: deque[Request] = deque()
+        self._active: Request | None = None
+        self._responding = False
+        self._chunked_out = False
+        self._closing = False
+        self._closed = False
+        self._paused: set[str] = set()
+        self.deadline = 0.0
+        self._tunnel: UpstreamConnection | None = None
+        self._upgrade_rest: list[bytes] | None = None
+        self._head_out = False
+        self._head_size = 0
+        self._held = b""
+
+    # -- connection lifecycle ---------------------------------------------------------------
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.engine.pool.sweeper.watch(self)
+        self._set_timer(self.engine.limits.header_timeout)
+
+    def _connection_info(self) -> ConnectionInfo:
+        info = self.engine.connection_info(self.transport)
+        assert isinstance(info, ConnectionInfo)
+        return info
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._delegate is not None:
+            self._delegate.dataReceived(data)
+            return
+        if self.info is None:
+            self.info = self._connection_info()
+            if self.info.alpn == "h2":
+                self._cancel_timer()
+                self._delegate = self.engine.h2_connection(self, self.info)
+                self._delegate.dataReceived(data)
+                return
+        if self._tunnel is not None:
+            self._tunnel.write(data)
+            return
+        if self._upgrade_rest is not None:
+            self._upgrade_rest.append(data)
+            return
+        if self._in_body:
+            self._set_timer(self.engine.limits.body_idle_timeout)
+        elif not self._in_head:
+            self._in_head = True
+            self._head_bytes = 0
+            self._set_timer(self.engine.limits.header_timeout)
+        if self._in_head:
+            self._head_bytes += len(data)  # raw bound; reset when a head completes
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self._upgrade_rest = [data[offset:]]
+            self._pause("upgrade")
+            return
+        except httptools.HttpParserCallbackError as exc:
+            if self._reject is None:
+                # Our own code raised inside a parser callback: a bug, not a bad request.
+                log.failure("proxy request handling failed",
+                            Failure(exc.__context__ or exc))
+                self._fatal(500, "internal error")
+                return
+            status, reason = self._reject
+            self._reject = None
+            self._fatal(status, reason)
+            return
+        except httptools.HttpParserError as exc:
+            status, reason = self._reject or (400, public_reason(exc))
+            self._reject = None
+            self._fatal(status, reason)
+            return
+        if self._in_head and self._head_bytes > self.engine.limits.max_header_bytes + 65536:
+            self._fatal(431, "request head too large")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closed = True
+        self.engine.pool.sweeper.unwatch(self)
+        if self._delegate is not None:
+            self._delegate.connectionLost(reason)
+            return
+        if self._tunnel is not None:
+            self._tunnel.abort()
+            self._tunnel = None
+        for request in [self._active, *self._queue]:
+            if request is not None and request.exchange is not None:
+                request.exchange.cancel()
+        self._queue.clear()
+        self._active = None
+
+    def drain(self) -> None:
+        """Finish the response in flight, then close; close now when idle."""
+        if self._delegate is not None:
+            self._delegate.drain()
+            return
+        self._closing = True
+        if self._active is None and not self._in_head and self._tunnel is None:
+            self._close()
+
+    # -- IPushProducer: our transport's send buffer -----------------------------------------
+    def pauseProducing(self) -> None:
+        if self._tunnel is not None:
+            self._tunnel.transport.pauseProducing()  # type: ignore[union-attr]
+        elif self._delegate is not None:
+            self._delegate.pauseProducing()
+        elif self._active is not None and self._active.exchange is not None:
+            self._active.exchange.pause_response()
+
+    def resumeProducing(self) -> None:
+        if self._tunnel is not None:
+            self._tunnel.transport.resumeProducing()  # type: ignore[union-attr]
+        elif self._delegate is not None:
+            self._delegate.resumeProducing()
+        elif self._active is not None and self._active.exchange is not None:
+            self._active.exchange.resume_response()
+
+    def stopProducing(self) -> None:
+        pass
+
+    # -- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > self.engine.limits.max_header_bytes:
+            self._reject = (414, "request target too long")
+            raise ValueError("target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # trailer fields of a chunked body: dropped
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if len(self._headers) > self.engine.limits.max_header_count:
+            self._reject = (431, "too many header fields")
+            raise ValueError("too many headers")
+        if self._head_size > self.engine.limits.max_header_bytes:
+            self._reject = (431, "request head too large")
+            raise ValueError("head too large")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        raw_version = parser.get_http_version()
+        if raw_version not in ("1.0", "1.1"):
+            self._reject = (400, "unsupported HTTP version")
+            raise ValueError(raw_version)
+        version: Literal["1.0", "1.1"] = "1.1" if raw_version == "1.1" else "1.0"
+        try:
+            head = validate_request(parser.get_method(), self._url, version, self._headers)
+        except RequestRejected as exc:
+            self._reject = (exc.status, str(exc))
+            raise
+        framing: Literal["none", "length", "chunked"] = "none"
+        length: int | None = None
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                framing, length = "length", int(value)
+            elif lowered == b"transfer-encoding":
+                framing = "chunked"
+        # After an Upgrade request llhttp parses nothing more: the connection becomes a
+        # tunnel (upstream said 101) or closes after the response (it did not).
+        keepalive = parser.should_keep_alive() and not parser.should_upgrade()
+        request = Request(head, framing, length, keepalive, wants_upgrade(head))
+        self._in_head = False
+        self._head_bytes = 0
+        self._in_body = framing != "none"
+        if self._in_body:
+            self._set_timer(self.engine.limits.body_idle_timeout)
+        else:
+            self._cancel_timer()
+        self._queue.append(request)
+        if self._active is None:
+            self._next()
+        else:
+            self._pause("pipeline")
+
+    def on_body(self, body: bytes) -> None:
+        request = self._queue[-1] if self._queue else self._active
+        if request is None or request.discard:
+            return
+        if request.exchange is not None:
+            request.exchange.request_data(body)
+        else:
+            request.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        request = self._queue[-1] if self._queue else self._active
+        if request is None:
+            return
+        request.complete = True
+        if request.exchange is not None:
+            request.exchange.request_end()
+        elif request is self._active and not self._responding:
+            self._finished_exchange()
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def _next(self) -> None:
+        if not self._queue:
+            self._resume("pipeline")
+            return
+        request = self._queue.popleft()
+        self._active = request
+        if not self._queue:
+            self._resume("pipeline")
+        assert self.info is not None
+        try:
+            decision = self.engine.router.route(request.head, self.info)
+        except Exception:
+            log.failure("router raised")
+            decision = LocalResponse(500, [], error_body(500))
+        if not request.keepalive:
+            self._closing = True
+        if isinstance(decision, Forward):
+            exchange = Exchange(self, self.engine.pool, self.engine.clock, self.engine.limits,
+                                request.head, self.info, decision, request.framing,
+                                request.length, request.upgrade)
+            request.exchange = exchange
+            self._responding = True
+            exchange.start()
+            body, request.body = request.body, []
+            for chunk in body:
+                exchange.request_data(chunk)
+            if request.complete:
+                exchange.request_end()
+            return
+        request.discard = True
+        request.body = []
+        self._local(request.head, decision)
+        if request.complete:
+            self._finished_exchange()
+
+    def _local(self, head: RequestHead, response: LocalResponse) -> None:
+        self.transport.write(local_response(  # type: ignore[union-attr]
+            response, self._closing, head.method == b"HEAD"))
+        assert self.info is not None
+        if self.engine.limits.access_log:
+            access_log(head, self.info, response.status, len(response.body), None)
+
+    def _finished_exchange(self) -> None:
+        """The active request's response is out and its body fully read."""
+        self._active = None
+        self._responding = False
+        self._head_out = False
+        if self._closing:
+            self._close()
+            return
+        if self._queue:
+            self._next()
+        elif not self._in_head:
+            self._set_timer(self.engine.limits.keepalive_timeout)
+
+    # -- Front (called by the exchange) -----------------------------------------------------
+    def send_interim(self, status: int, headers: Headers) -> None:
+        self.transport.write(response_head(status, b"", headers, []))  # type: ignore[union-attr]
+
+    def send_head(self, status: int, reason: bytes, headers: Headers,
+                  length: int | None, has_body: bool) -> None:
+        assert self._active is not None
+        version = self._active.head.version
+        lines: list[bytes] = []
+        self._chunked_out = False
+        self._head_out = True
+        if length is not None and status not in (204, 304) and status >= 200:
+            lines.append(b"Content-Length: %d\r\n" % length)
+        elif has_body:
+            if version == "1.1":
+                self._chunked_out = True
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self._closing = True
+        if self._closing:
+            lines.append(b"Connection: close\r\n")
+        elif version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        # Held back until the first body bytes (or the end, or the end of this upstream
+        # read): head and a small body then leave in one write, one TLS record.
+        self._held = response_head(status, reason, headers, lines)
+
+    def send_data(self, data: bytes) -> None:
+        if self._chunked_out:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self._held:
+            data, self._held = self._held + data, b""
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def flush(self) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            self.transport.write(held)  # type: ignore[union-attr]
+
+    def send_end(self) -> None:
+        if self._chunked_out:
+            self._held += b"0\r\n\r\n"
+            self._chunked_out = False
+        self.flush()
+        self._resume("upstream")
+        request = self._active
+        if request is not None and not request.complete:
+            # The upstream answered before the body was read: the rest cannot be framed.
+            self._closing = True
+            self._close()
+            return
+        self._finished_exchange()
+
+    def send_error(self, status: int) -> None:
+        request = self._active
+        if request is None or self._closed:
+            return
+        self.flush()
+        if self._head_out:
+            # The response head went out already: only a broken connection is honest now.
+            self._close()
+            self._closing = True
+            return
+        self._closing = True
+        self._responding = False
+        request.exchange = None
+        request.discard = True
+        self._local(request.head, LocalResponse(
+            status, [(b"content-type", b"text/plain; charset=utf-8")], error_body(status)))
+        self._close()
+
+    def pause_reading(self) -> None:
+        self._pause("upstream")
+
+    def resume_reading(self) -> None:
+        self._resume("upstream")
+
+    def start_tunnel(self, upstream: UpstreamConnection, status: int, reason: bytes,
+                     headers: Headers, rest: bytes) -> None:
+        assert self._active is not None
+        self.flush()
+        upgrade = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (self._active.upgrade or b"")
+        self.transport.write(  # type: ignore[union-attr]
+            response_head(status, reason, headers, [upgrade]) + rest)
+        self._cancel_timer()
+        self._tunnel = upstream
+        upstream.tunnel = self.transport
+        buffered, self._upgrade_rest = self._upgrade_rest or [], None
+        self._active = None
+        self._paused.clear()
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+        if buffered:
+            upstream.write(b"".join(buffered))
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _fatal(self, status: int, reason: str) -> None:
+        """Refuse with ``status`` and close; earlier pipelined responses are abandoned."""
+        self._cancel_timer()
+        if self._active is not None and self._active.exchange is not None:
+            self._active.exchange.cancel()
+        self._active = None
+        self._queue.clear()
+        self.transport.write(rejection(status, reason))  # type: ignore[union-attr]
+        self._closing = True
+        self._close()
+        log.info("rejected request with {status}: {reason}", status=status, reason=reason)
+
+    def _close(self) -> None:
+        """Close after the buffered bytes are out. A transport still holding our producer
+        would wait for it instead of closing, so it is unregistered first."""
+        if self.transport is not None and not self._closed:
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            self.transport.loseConnection()
+
+    def _pause(self, why: str) -> None:
+        if not self._paused and not self._closed:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._paused.add(why)
+
+    def _resume(self, why: str) -> None:
+        if why in self._paused:
+            self._paused.discard(why)
+            if not self._paused and not self._closed:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _set_timer(self, seconds: float) -> None:
+        self.deadline = self.engine.clock.seconds() + seconds
+
+    def _cancel_timer(self) -> None:
+        self.deadline = 0.0
+
+    def expired(self) -> None:
+        if self._active is not None and not self._in_body:
+            return  # waiting for the upstream: the exchange has its own timeout
+        self.transport.abortConnection()  # type: ignore[union-attr]

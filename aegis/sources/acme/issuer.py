@@ -1,0 +1,217 @@
+"""``AcmeIssuer``: one RFC 8555 order, from names and CSR to a verified chain.
+
+The order URL is written to an :class:`OrderJournal` as soon as the CA creates it, so a
+restart resumes that order (POST-as-GET on it) instead of creating another; a resumed order
+that has become invalid or expired is replaced once. Authorisations the CA already holds as
+valid (Pebble reuses them half the time) are skipped. Polling starts fast (50 ms) and backs
+off to one second, honouring the server's Retry-After, within a bounded total time.
+
+What comes back is checked before anyone stores it (ACCEPTANCE 32): the leaf must carry our
+public key and exactly the names we asked for, and each certificate must be signed by the
+next. A mismatch is an error and nothing is returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any, Protocol
+
+from acme import messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from aegis.crypto.keys import public_keys_equal
+from aegis.interfaces import ICertificateIssuer
+from aegis.sources.acme._client import AcmeClient
+from aegis.sources.acme._transport import AcmeError
+from aegis.sources.acme.http01 import ChallengeResponder
+
+log = Logger()
+
+POLL_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
+POLL_STEADY = 1.0
+POLL_CAP = 10.0
+ORDER_TIMEOUT = 300.0
+
+
+class CertificateMismatch(AcmeError):
+    """The CA returned a chain that does not match our key or names (rejected)."""
+
+
+class OrderJournal(Protocol):
+    """Remembers the order in flight for a name set (the store, in production)."""
+
+    def current_order(self, names: Sequence[str]) -> Deferred[str | None]: ...
+
+    def record_order(self, names: Sequence[str], url: str | None) -> Deferred[None]: ...
+
+
+class MemoryJournal:
+    """An :class:`OrderJournal` that forgets on restart (tools and tests)."""
+
+    def __init__(self) -> None:
+        self.orders: dict[tuple[str, ...], str] = {}
+
+    def current_order(self, names: Sequence[str]) -> Deferred[str | None]:
+        return succeed(self.orders.get(tuple(names)))
+
+    def record_order(self, names: Sequence[str], url: str | None) -> Deferred[None]:
+        if url is None:
+            self.orders.pop(tuple(names), None)
+        else:
+            self.orders[tuple(names)] = url
+        return succeed(None)
+
+
+def verify_chain(chain_pem: bytes, csr_pem: bytes, names: Sequence[str]) -> None:
+    """Raise :class:`CertificateMismatch` unless ``chain_pem`` is a linked chain whose leaf
+    holds the CSR's public key and exactly ``names`` as DNS SANs."""
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem)
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise CertificateMismatch("the CA's certificate chain does not parse") from None
+    leaf = chain[0]
+    if not public_keys_equal(leaf.public_key(), csr.public_key()):
+        raise CertificateMismatch("the CA's certificate does not carry our public key")
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CertificateMismatch("the CA's certificate has no subjectAltName") from None
+    got = {name.lower() for name in sans.get_values_for_type(x509.DNSName)}
+    if got != {name.lower() for name in names}:
+        raise CertificateMismatch(
+            f"the CA's certificate names {sorted(got)} differ from the ordered {sorted(names)}"
+        )
+    for child, parent in pairwise(chain):
+        try:
+            child.verify_directly_issued_by(parent)
+        except Exception as exc:  # InvalidSignature, TypeError (key type), ValueError
+            raise CertificateMismatch(f"the CA's chain is not linked ({type(exc).__name__})") \
+                from None
+
+
+@implementer(ICertificateIssuer)
+class AcmeIssuer:
+    """:class:`aegis.interfaces.ICertificateIssuer` for an ACME CA (source ``letsencrypt``)."""
+
+    source = "letsencrypt"
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        client: AcmeClient,
+        responder: ChallengeResponder,
+        journal: OrderJournal | None = None,
+        order_timeout: float = ORDER_TIMEOUT,
+    ) -> None:
+        self._reactor = reactor
+        self._client = client
+        self._responder = responder
+        self._journal: OrderJournal = journal if journal is not None else MemoryJournal()
+        self._timeout = order_timeout
+
+    def issue(self, csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names)))
+
+    async def _sleep(self, seconds: float) -> None:
+        await deferLater(self._reactor, seconds, lambda: None)
+
+    async def _poll_wait(self, step: int, deadline: float, hint: float | None) -> None:
+        delay = POLL_DELAYS[step] if step < len(POLL_DELAYS) else POLL_STEADY
+        if hint is not None:
+            delay = max(delay, min(hint, POLL_CAP))
+        if self._reactor.seconds() + delay > deadline:
+            raise AcmeError("the ACME order did not complete in time")
+        await self._sleep(delay)
+
+    async def _open_order(self, names: tuple[str, ...]) -> tuple[str, messages.Order]:
+        url = await self._journal.current_order(names)
+        if url is not None:
+            try:
+                order, _ = await self._client.order(url)
+            except AcmeError as exc:
+                log.info("acme_order_unusable names={names} error={error}",
+                         names=",".join(names), error=str(exc))
+            else:
+                if order.status not in (messages.STATUS_INVALID,) and str(
+                    order.status) != "expired":
+                    log.info("acme_order_resumed names={names}", names=",".join(names))
+                    return url, order
+        url, order = await self._client.new_order(names)
+        await self._journal.record_order(names, url)
+        log.info("acme_order_created names={names}", names=",".join(names))
+        return url, order
+
+    async def _authorize(self, authz_url: str, deadline: float) -> None:
+        authz, _ = await self._client.authorization(authz_url)
+        if authz.status == messages.STATUS_VALID:
+            return
+        name = str(authz.identifier.value)
+        http01 = [c for c in authz.challenges if c.chall.typ == "http-01"]
+        if not http01:
+            raise AcmeError(f"the CA offers no http-01 challenge for {name}")
+        challenge = http01[0]
+        token = challenge.chall.encode("token")
+        await self._responder.publish(token, self._client.key_authorization(token), name)
+        # Withdrawn when validation ends either way, but not on cancellation (shutdown): the
+        # CA may still come for it, and the next start resumes this order and serves it.
+        try:
+            if challenge.status == messages.STATUS_PENDING:
+                await self._client.answer(challenge.uri)
+            step = 0
+            while True:
+                authz, hint = await self._client.authorization(authz_url)
+                if authz.status == messages.STATUS_VALID:
+                    break
+                if authz.status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
+                    detail = "; ".join(
+                        str(c.error.detail) for c in authz.challenges if c.error is not None
+                    )
+                    raise AcmeError(
+                        f"validation of {name} failed: {authz.status.name}"
+                        + (f" ({detail[:300]})" if detail else "")
+                    )
+                await self._poll_wait(step, deadline, hint)
+                step += 1
+        except CancelledError:
+            raise
+        except BaseException:
+            await self._responder.withdraw(token)
+            raise
+        await self._responder.withdraw(token)
+
+    async def _issue(self, csr_pem: bytes, names: tuple[str, ...]) -> bytes:
+        deadline = self._reactor.seconds() + self._timeout
+        url, order = await self._open_order(names)
+        if order.status in (messages.STATUS_PENDING, messages.STATUS_READY):
+            for authz_url in order.authorizations:
+                await self._authorize(authz_url, deadline)
+        step = 0
+        hint: float | None = None
+        finalized = order.status in (messages.STATUS_PROCESSING, messages.STATUS_VALID)
+        while not (order.status == messages.STATUS_VALID and order.certificate):
+            if order.status == messages.STATUS_INVALID:
+                await self._journal.record_order(names, None)
+                detail = order.error.detail if order.error is not None else "no detail"
+                raise AcmeError(f"the ACME order became invalid: {detail}")
+            if order.status == messages.STATUS_READY and not finalized:
+                csr = x509.load_pem_x509_csr(csr_pem)
+                finalized = True
+                order = await self._client.finalize(
+                    str(order.finalize), csr.public_bytes(serialization.Encoding.DER)
+                )
+                continue
+            await self._poll_wait(step, deadline, hint)
+            order, hint = await self._client.order(url)
+            step += 1
+        chain = await self._client.download(str(order.certificate))
+        await self._journal.record_order(names, None)
+        verify_chain(chain, csr_pem, names)
+        return chain

@@ -1,0 +1,41 @@
+"""TLS termination: the policy every context follows, SNI certificate selection, and the
+HTTPS listener's connection creator. See docs/tls.md.
+
+* :mod:`aegis.tls.policy` — Mozilla "intermediate" contexts; single-certificate listeners.
+* :mod:`aegis.tls.selection` — the spec's selection order as an immutable, swappable table.
+* :mod:`aegis.tls.sni` — :func:`https_factory`, the servername callback.
+* :mod:`aegis.tls.transport` — handshake deadline; :func:`connection_info` for the HTTP layer.
+"""
+
+from aegis.tls.policy import (
+    INTERMEDIATE,
+    TLS13_ONLY,
+    TLSPolicy,
+    single_certificate_endpoint,
+    single_certificate_factory,
+)
+from aegis.tls.selection import (
+    CertificateLookup,
+    MemoryCertificates,
+    Selection,
+    SelectionState,
+    SelectionTable,
+)
+from aegis.tls.sni import https_factory
+from aegis.tls.transport import TLSConnectionInfo, connection_info
+
+__all__ = [
+    "INTERMEDIATE",
+    "TLS13_ONLY",
+    "CertificateLookup",
+    "MemoryCertificates",
+    "Selection",
+    "SelectionState",
+    "SelectionTable",
+    "TLSConnectionInfo",
+    "TLSPolicy",
+    "connection_info",
+    "https_factory",
+    "single_certificate_endpoint",
+    "single_certificate_factory",
+]

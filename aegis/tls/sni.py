@@ -1,0 +1,203 @@
+"""The HTTPS listener's TLS layer: a certificate per handshake, chosen by SNI, from memory.
+
+:func:`https_factory` wraps the HTTP protocol factory. Each connection starts on a *gate*
+context with the policy and no certificate; OpenSSL calls our servername callback after it
+has parsed the ClientHello (however it was split across records or TCP segments) and
+negotiated the version. The callback
+
+1. refuses SNI values containing control characters, space, DEL or non-ASCII bytes, logging
+   them sanitised (OpenSSL itself already rejects NUL);
+2. asks the current :class:`~aegis.tls.selection.SelectionTable` for a certificate;
+3. refuses the handshake if the negotiated version is below the matched host's
+   ``tls_min_version`` (the version is fixed before this callback runs, so this is the only
+   place to enforce a per-host minimum);
+4. switches the connection to that certificate's context and records a
+   :class:`~aegis.tls.transport.TLSConnectionInfo` on the TLS transport.
+
+pyOpenSSL's wrapper ignores exceptions from the callback and carries on with the current
+context (fail open). Here *everything* is caught, and "refuse" means leaving the connection
+on the gate context: with no certificate, OpenSSL ends the handshake with a
+``handshake_failure`` alert. Nothing a client sends can make a handshake succeed without a
+deliberate choice.
+
+One context per certificate, not one shared context
+---------------------------------------------------
+pyOpenSSL can set the leaf and key per connection (``Connection.use_certificate``) but
+exposes no per-connection *chain* call (``SSL_add1_chain_cert``), and intermediates must be
+served. Measured here (FACTS.md): a context per certificate costs ~26 KB and 0.2-0.3 ms to
+build and keeps the handshake rate flat, while the shared-context variant loses ~20%. So each
+:class:`LoadedCertificate` gets its own policy context, built on first use and cached by
+object identity in a weak map (a certificate the registry drops frees its context). The
+session cache stays on the gate context, which OpenSSL keeps as the session context across
+the switch, so resumption works for every certificate.
+
+A changed certificate or host applies to the next handshake: the table is swapped, contexts
+of new certificate objects are built on demand, and open connections keep what they have.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from OpenSSL import SSL
+from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorTime,
+)
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import implementer
+
+from aegis.certs.model import LoadedCertificate
+from aegis.names import for_log, normalise_sni
+from aegis.tls.policy import INTERMEDIATE, TLSPolicy, certificate_context, policy_context
+from aegis.tls.policy import version_number as _version_number
+from aegis.tls.selection import Selection, SelectionSource
+from aegis.tls.transport import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    TimedTLSFactory,
+    TLSConnectionInfo,
+)
+
+log = Logger()
+
+_VERSION_NAMES = {SSL.TLS1_2_VERSION: "1.2", SSL.TLS1_3_VERSION: "1.3"}
+
+
+_FORBIDDEN_SNI = re.compile(rb"[\x00-\x20\x7f-\xff]")
+
+
+def _forbidden_sni(raw: bytes) -> bool:
+    """Control characters, space, DEL or non-ASCII: never part of a hostname on the wire."""
+    return _FORBIDDEN_SNI.search(raw) is not None
+
+
+# Normalising is a pure function of the bytes; most handshakes repeat a few names. Random
+# names from a scanner only churn the cache back to the uncached cost.
+_normalise_sni = lru_cache(maxsize=4096)(normalise_sni)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class SNIConnectionCreator:
+    """Creates server connections that pick their certificate by SNI.
+
+    ``source.current()`` is read once per handshake; ``clock`` gives the handshake's moment
+    for validity checks.
+    """
+
+    def __init__(
+        self,
+        source: SelectionSource,
+        clock: IReactorTime,
+        policy: TLSPolicy = INTERMEDIATE,
+    ) -> None:
+        self._source = source
+        self._clock = clock
+        self._policy = policy
+        self._gate = policy_context(policy)
+        self._gate.set_tlsext_servername_callback(self._servername)
+        self._contexts: weakref.WeakKeyDictionary[LoadedCertificate, SSL.Context] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._unusable: weakref.WeakKeyDictionary[LoadedCertificate, bool] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        connection = SSL.Connection(self._gate, None)
+        connection.set_app_data(tlsProtocol)
+        return connection
+
+    def context_for(self, certificate: LoadedCertificate) -> SSL.Context:
+        """The cached policy context of ``certificate``, built on first use.
+
+        Raises ``SSL.Error`` if its key does not match; the failure is remembered, so a bad
+        certificate costs one log line, not a rebuild and a log line per handshake.
+        """
+        context = self._contexts.get(certificate)
+        if context is None:
+            if certificate in self._unusable:
+                raise SSL.Error("certificate previously failed to load")
+            try:
+                context = certificate_context(certificate, self._policy)
+            except SSL.Error:
+                self._unusable[certificate] = True
+                log.error(
+                    "certificate {cert_id} ({source}) cannot be served: its key does not "
+                    "match; using the fallback",
+                    cert_id=certificate.id, source=certificate.source,
+                )
+                raise
+            self._contexts[certificate] = context
+        return context
+
+    def _servername(self, connection: SSL.Connection) -> None:
+        try:
+            self._choose(connection)
+        except BaseException:
+            # Staying on the gate context refuses the handshake: never fail open.
+            log.failure("TLS certificate selection failed; handshake refused")
+
+    def _choose(self, connection: SSL.Connection) -> None:
+        raw = connection.get_servername()
+        if raw is not None and _forbidden_sni(raw):
+            log.warn(
+                "TLS handshake refused: SNI {sni} contains control or non-ASCII characters",
+                sni=for_log(raw),
+            )
+            return
+        name = _normalise_sni(raw)
+        now = datetime.fromtimestamp(self._clock.seconds(), UTC)
+        selection = self._source.current().select(name, now)
+        version = connection.get_protocol_version()
+        if version < _version_number(selection.min_version):
+            log.info(
+                "TLS handshake refused: {sni} requires TLS {required}, client negotiated "
+                "{negotiated}",
+                sni=for_log(name), required=selection.min_version,
+                negotiated=_VERSION_NAMES.get(version, hex(version)),
+            )
+            return
+        context, selection = self._context_or_fallback(selection)
+        connection.set_context(context)
+        tls_protocol = connection.get_app_data()
+        tls_protocol.tls_info = TLSConnectionInfo(
+            server_name=selection.server_name,
+            raw_server_name=raw,
+            host=selection.host,
+            certificate=selection.certificate,
+            step=selection.step,
+        )
+
+    def _context_or_fallback(self, selection: Selection) -> tuple[SSL.Context, Selection]:
+        try:
+            return self.context_for(selection.certificate), selection
+        except SSL.Error:
+            pass
+        fallback = self._source.current().fallback
+        selection = Selection(fallback, "fallback", selection.server_name, selection.host,
+                              selection.min_version)
+        return self.context_for(fallback), selection
+
+
+def https_factory(
+    table_source: SelectionSource,
+    wrapped_factory: IProtocolFactory,
+    clock: IReactorTime,
+    *,
+    policy: TLSPolicy = INTERMEDIATE,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> TimedTLSFactory:
+    """The HTTPS listener's protocol factory: SNI selection, policy, handshake deadline.
+
+    ``policy.alpn`` is what ALPN offers (``h2`` and ``http/1.1`` by default; pass
+    ``TLSPolicy(alpn=(b"http/1.1",))`` while the HTTP layer speaks only HTTP/1.1). The
+    protocols of ``wrapped_factory`` find the handshake's outcome with
+    :func:`aegis.tls.transport.connection_info` on their transport.
+    """
+    creator = SNIConnectionCreator(table_source, clock, policy)
+    return TimedTLSFactory(creator, wrapped_factory, clock, handshake_timeout)

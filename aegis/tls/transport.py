@@ -1,0 +1,158 @@
+"""The TLS transport under every Aegis listener: a handshake deadline and per-connection facts.
+
+Twisted's TLS protocol holds a connection whose handshake stalls for as long as the peer
+likes (60 s by default in practice), so a few hundred idle sockets can pin a listener.
+:class:`TimedTLSFactory` aborts any connection whose handshake has not finished within
+``handshake_timeout`` seconds (10 by default), measured on the clock passed in.
+
+The TLS protocol is also the transport the HTTP layer sees. It carries a
+:class:`TLSConnectionInfo` set by the SNI layer during the handshake: the server name that
+the TLS library itself parsed (the only one that decides anything), the host it matched and
+the certificate served. :func:`connection_info` reads it from any transport, so the HTTP layer
+can apply its 421 rule without parsing TLS itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from aegis.certs.model import LoadedCertificate
+from aegis.store.records import HostRecord
+
+log = Logger()
+
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class TLSConnectionInfo:
+    """What the handshake decided for one connection.
+
+    ``server_name`` is the normalised SNI (None if the client sent none or an invalid one);
+    ``raw_server_name`` the bytes as parsed by OpenSSL; ``step`` the selection step that
+    chose ``certificate`` (see :mod:`aegis.tls.selection`).
+    """
+
+    server_name: str | None
+    raw_server_name: bytes | None
+    host: HostRecord | None
+    certificate: LoadedCertificate
+    step: str
+
+
+class TimedTLSProtocol(BufferingTLSTransport):
+    """A server TLS connection aborted if its handshake outlasts the factory's timeout."""
+
+    factory: TimedTLSFactory
+    tls_info: TLSConnectionInfo | None = None
+    _deadline: IDelayedCall | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self._deadline = self.factory.clock.callLater(
+            self.factory.handshake_timeout, self._handshake_timed_out
+        )
+        super().makeConnection(transport)
+        self._check_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self._check_deadline()
+
+    def _check_deadline(self) -> None:
+        # ``_handshakeDone`` is TLSMemoryBIOProtocol's documented flag; Twisted has no public
+        # "handshake finished" hook on the TLS protocol itself (IHandshakeListener is for the
+        # wrapped protocol, which belongs to the HTTP layer).
+        if self._handshakeDone and self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _handshake_timed_out(self) -> None:
+        self._deadline = None
+        if self._handshakeDone:
+            return
+        peer = self.transport.getPeer() if self.transport is not None else None
+        log.info(
+            "TLS handshake from {peer} did not finish within {timeout}s; closing",
+            peer=str(peer), timeout=self.factory.handshake_timeout,
+        )
+        self.abortConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+        super().connectionLost(reason)
+
+
+class TimedTLSFactory(TLSMemoryBIOFactory):
+    """Server-side TLS around ``wrapped`` with a handshake deadline."""
+
+    protocol = TimedTLSProtocol
+
+    def __init__(
+        self,
+        creator: IOpenSSLServerConnectionCreator,
+        wrapped: IProtocolFactory,
+        clock: IReactorTime,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
+        super().__init__(creator, False, wrapped, clock)
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+
+
+def connection_info(transport: object) -> TLSConnectionInfo | None:
+    """The :class:`TLSConnectionInfo` of the TLS connection under ``transport``, if any.
+
+    Accepts the TLS protocol itself or any chain of protocol wrappers above or below it.
+    """
+    seen = 0
+    current: Any = transport
+    while current is not None and seen < 8:
+        info = getattr(current, "tls_info", None)
+        if isinstance(info, TLSConnectionInfo):
+            return info
+        current = getattr(current, "transport", None)
+        seen += 1
+    return None
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """A server endpoint whose accepted connections are wrapped in :class:`TimedTLSFactory`.
+
+    Twisted has ``wrapClientTLS`` but no public server-side twin.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        creator: IOpenSSLServerConnectionCreator,
+        clock: IReactorTime,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self._endpoint = endpoint
+        self._creator = creator
+        self._clock = clock
+        self._timeout = handshake_timeout
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        factory = TimedTLSFactory(self._creator, protocolFactory, self._clock, self._timeout)
+        return self._endpoint.listen(factory)

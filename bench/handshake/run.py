@@ -1,0 +1,211 @@
+"""Handshake benchmark: new TLS connections per second, Aegis vs nginx vs Caddy.
+
+``python bench/handshake/run.py [--duration 5] [--clients 32]`` builds the Go client
+(``client.go``, standard library only), mints one ECDSA P-256 and one RSA-2048 certificate,
+and for each key type starts Aegis (``aegis_server.py``: the real SNI/policy TLS layer), nginx
+(1 worker) and Caddy (GOMAXPROCS=1) on free loopback ports with that certificate. Servers are
+pinned to CPU 0 and the load client to CPU 1 (``taskset``), one server at a time. Each server
+is measured with TLS 1.2 and TLS 1.3; the script prints a Markdown table of handshakes/s and
+Aegis's rate as a ratio of each peer (medians of ``--rounds`` interleaved rounds).
+
+Needs: golang-go, nginx (nginx-light), caddy, taskset (util-linux). About 2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+NAME = "bench.example.com"
+CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+           "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def mint(directory: Path, kind: str) -> tuple[Path, Path]:
+    """A CA-signed leaf for NAME; returns (chain PEM, key PEM)."""
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Aegis bench CA")])
+    key = (ec.generate_private_key(ec.SECP256R1()) if kind == "ecdsa"
+           else rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{kind}.pem", directory / f"{kind}.key"
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def start_aegis(work: Path, port: int, cert: Path, key: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, str(HERE / "aegis_server.py"), str(port),
+         str(cert), str(key), NAME], env=env, stdout=subprocess.DEVNULL)
+
+
+def start_nginx(work: Path, port: int, cert: Path, key: Path) -> subprocess.Popen[bytes]:
+    prefix = work / f"nginx-{port}"
+    (prefix / "tmp").mkdir(parents=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp;
+    server {{
+        listen 127.0.0.1:{port} ssl backlog=1024;
+        server_name {NAME};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {CIPHERS};
+        ssl_session_tickets off;
+        return 200 "ok";
+    }}
+}}
+""")
+    return subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", str(prefix), "-c", str(conf),
+                             "-g", "daemon off; user root;"], stderr=subprocess.DEVNULL)
+
+
+def start_caddy(work: Path, port: int, cert: Path, key: Path) -> subprocess.Popen[bytes]:
+    home = work / f"caddy-{port}"
+    home.mkdir()
+    caddyfile = home / "Caddyfile"
+    caddyfile.write_text(f"""{{
+    admin off
+    auto_https off
+    storage file_system {home}/data
+    log {{
+        output discard
+    }}
+}}
+https://{NAME}:{port} {{
+    bind 127.0.0.1
+    tls {cert} {key}
+    respond "ok"
+}}
+""")
+    env = dict(os.environ, GOMAXPROCS="1", HOME=str(home), XDG_DATA_HOME=str(home),
+               XDG_CONFIG_HOME=str(home))
+    return subprocess.Popen(["taskset", "-c", "0", "caddy", "run", "--config", str(caddyfile),
+                             "--adapter", "caddyfile"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(client: Path, port: int, version: str, duration: float, clients: int) -> float:
+    command = ["taskset", "-c", "1", str(client), "-addr", f"127.0.0.1:{port}", "-sni", NAME,
+               "-tls", version, "-c", str(clients)]
+    subprocess.run([*command, "-d", "1s"], capture_output=True, check=True)  # warm-up
+    done = subprocess.run([*command, "-d", f"{duration}s"], capture_output=True, check=True)
+    result = json.loads(done.stdout)
+    if result.get("failed"):
+        print(f"  note: {result['failed']} failed, e.g. {result.get('first_error')}",
+              file=sys.stderr)
+    return float(result["rate"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    for tool in ("go", "nginx", "caddy", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"missing {tool}", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="aegis-hsbench-") as temp:
+        work = Path(temp)
+        client = work / "client"
+        env = dict(os.environ, GOCACHE=str(work / "gocache"), GOFLAGS="", GO111MODULE="off")
+        subprocess.run(["go", "build", "-o", str(client), str(HERE / "client.go")],
+                       check=True, env=env)
+        samples: dict[tuple[str, str, str], list[float]] = {}
+        servers = {"aegis": start_aegis, "nginx": start_nginx, "caddy": start_caddy}
+        for kind in ("ecdsa", "rsa"):
+            cert, key = mint(work, kind)
+            running = []
+            try:
+                ports = {}
+                for server, start in servers.items():
+                    port = free_port()
+                    process = start(work, port, cert, key)
+                    running.append(process)
+                    wait_for(port, process)
+                    ports[server] = port
+                # Interleaved rounds: a busy neighbour slows every server alike.
+                for _ in range(args.rounds):
+                    for version in ("1.2", "1.3"):
+                        for server, port in ports.items():
+                            rate = measure(client, port, version, args.duration, args.clients)
+                            samples.setdefault((server, kind, version), []).append(rate)
+                            print(f"{server:6} {kind:5} TLS {version}: {rate:8.0f} handshakes/s",
+                                  file=sys.stderr, flush=True)
+            finally:
+                for process in running:
+                    process.terminate()
+                    process.wait(timeout=10)
+    rates = {key: statistics.median(values) for key, values in samples.items()}
+    print("| key | TLS | Aegis/s | nginx/s | Caddy/s | Aegis / nginx | Aegis / Caddy |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in ("ecdsa", "rsa"):
+        for version in ("1.2", "1.3"):
+            a, n, c = (rates[(s, kind, version)] for s in ("aegis", "nginx", "caddy"))
+            print(f"| {kind.upper()} | {version} | {a:.0f} | {n:.0f} | {c:.0f} | "
+                  f"{a / n:.2f} | {a / c:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

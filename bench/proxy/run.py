@@ -1,0 +1,209 @@
+"""Keep-alive HTTPS proxy throughput: Aegis vs nginx vs Caddy, to the same upstream.
+
+``python bench/proxy/run.py [--duration 10] [--connections 50] [--rounds 3]``
+
+One upstream (nginx, 1 worker, serving a 1 KB file over plain HTTP) and three TLS reverse
+proxies on free loopback ports, each one process: Aegis (``run_proxy.py``: the real engine
+behind TLSMemoryBIOFactory), nginx (1 worker, upstream keepalive pool) and Caddy
+(GOMAXPROCS=1). The proxy under test is pinned to CPU 0; ``wrk`` (1 thread) and the upstream
+share CPU 1. Each round measures every proxy once (interleaved); the script prints the
+median req/s, p50/p99 latency and Aegis's ratio to each peer as a Markdown table.
+
+Needs: nginx (nginx-light), caddy, wrk, taskset. About ``rounds x 3 x duration`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trustme
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+NGINX_BASE = """
+worker_processes 1;
+daemon off;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/{name}-body;
+    proxy_temp_path {tmp}/{name}-proxy;
+    fastcgi_temp_path {tmp}/{name}-fcgi;
+    uwsgi_temp_path {tmp}/{name}-uwsgi;
+    scgi_temp_path {tmp}/{name}-scgi;
+    keepalive_requests 1000000;
+    {body}
+}}
+"""
+
+UPSTREAM = """
+    server {{ listen 127.0.0.1:{port}; root {tmp}/www; }}
+"""
+
+NGINX_PROXY = """
+    upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+"""
+
+CADDYFILE = """
+{{
+    admin off
+    auto_https off
+    skip_install_trust
+    storage file_system {tmp}/caddy
+}}
+https://127.0.0.1:{port} {{
+    tls {cert} {key}
+    reverse_proxy 127.0.0.1:{upstream}
+}}
+"""
+
+
+def start(command: list[str], cpu: str, env: dict[str, str] | None = None,
+          log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(["taskset", "-c", cpu, *command], stdout=out, stderr=out,
+                            env={**os.environ, **(env or {})})
+
+
+def nginx(tmp: Path, name: str, body: str, cpu: str) -> subprocess.Popen[bytes]:
+    conf = tmp / f"{name}.conf"
+    conf.write_text(NGINX_BASE.format(tmp=tmp, name=name, body=body))
+    return start(["nginx", "-c", str(conf), "-p", str(tmp)], cpu)
+
+
+WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+WRK_LAT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def wrk(port: int, duration: int, connections: int) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of one wrk run against https://127.0.0.1:port/1k."""
+    done = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+         f"https://127.0.0.1:{port}/1k"], capture_output=True, text=True, timeout=duration + 30)
+    match = WRK_RPS.search(done.stdout)
+    if match is None or "Non-2xx" in done.stdout or "Socket errors" in done.stdout:
+        raise RuntimeError(f"wrk failed on port {port} (body: {fetch(port)!r}):\n"
+                           f"{done.stdout}{done.stderr}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    latency = {p: float(v) * scale[u] for p, v, u in WRK_LAT.findall(done.stdout)}
+    return float(match.group(1)), latency["50"], latency["99"]
+
+
+def fetch(port: int) -> bytes:
+    """One response, for the error message when a proxy answers badly."""
+    done = subprocess.run(["curl", "-sk", "-i", f"https://127.0.0.1:{port}/1k"],
+                          capture_output=True, timeout=10)
+    return done.stdout[:300]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="aegis-proxy-bench-") as name:
+        tmp = Path(name)
+        tmp.chmod(0o755)  # nginx workers (nobody) read the upstream's file
+        (tmp / "www").mkdir()
+        (tmp / "www" / "1k").write_bytes(b"a" * 1024)
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1")
+        cert, key = tmp / "cert.pem", tmp / "key.pem"
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+        up = free_port()
+        ports = {"aegis": free_port(), "nginx": free_port(), "caddy": free_port()}
+        (tmp / "Caddyfile").write_text(CADDYFILE.format(
+            tmp=tmp, port=ports["caddy"], cert=cert, key=key, upstream=up))
+        procs = {
+            "upstream": nginx(tmp, "upstream", UPSTREAM.format(port=up, tmp=tmp), "1"),
+            "aegis": start([sys.executable, str(HERE / "run_proxy.py"), "--upstream",
+                            f"127.0.0.1:{up}", "--port", str(ports["aegis"]),
+                            "--cert", str(cert), "--key", str(key), "--no-access-log"], "0",
+                           env={"PYTHONPATH": str(ROOT)}, log=tmp / "aegis.log"),
+            "nginx": nginx(tmp, "proxy", NGINX_PROXY.format(
+                upstream=up, port=ports["nginx"], cert=cert, key=key), "0"),
+            "caddy": start(["caddy", "run", "--config", str(tmp / "Caddyfile"),
+                            "--adapter", "caddyfile"], "0",
+                           env={"GOMAXPROCS": "1", "HOME": str(tmp),
+                                "XDG_DATA_HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp)}),
+        }
+        try:
+            wait_for(up, procs["upstream"])
+            for server, port in ports.items():
+                wait_for(port, procs[server])
+                wrk(port, 2, args.connections)  # warm up: pools, JIT-less caches, TLS
+            results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in ports}
+            for _ in range(args.rounds):
+                for server, port in ports.items():
+                    results[server].append(wrk(port, args.duration, args.connections))
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+            for proc in procs.values():
+                proc.wait(10)
+    report(results, args)
+
+
+def report(results: dict[str, list[tuple[float, float, float]]], args: argparse.Namespace) -> None:
+    med = {s: tuple(statistics.median(r[i] for r in runs) for i in range(3))
+           for s, runs in results.items()}
+    aegis_rps = med["aegis"][0]
+    print(f"Keep-alive HTTPS, 1 KB body, wrk -t1 -c{args.connections} -d{args.duration}s, "
+          f"median of {args.rounds} rounds; proxy on CPU 0, wrk + upstream nginx on CPU 1.\n")
+    print("| proxy | req/s | p50 ms | p99 ms | Aegis ratio |")
+    print("|---|---|---|---|---|")
+    for server, (rps, p50, p99) in med.items():
+        ratio = "-" if server == "aegis" else f"{aegis_rps / rps:.2f}x"
+        print(f"| {server} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

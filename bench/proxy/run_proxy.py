@@ -1,0 +1,62 @@
+"""Run the Aegis proxy engine alone, in front of one upstream (benchmarks, RSS tests).
+
+    python bench/proxy/run_proxy.py --upstream 127.0.0.1:8080 [--port 0] [--cert C --key K]
+
+Prints ``LISTENING <port>`` once bound. With ``--cert``/``--key`` it listens with TLS
+(ALPN h2 and http/1.1, TLS 1.2+), the way the HTTPS listener wraps the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from OpenSSL import SSL
+from twisted.internet import reactor
+from twisted.internet.ssl import DefaultOpenSSLContextFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from aegis.proxy import proxy_factory
+from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
+
+
+def tls_context_factory(cert: str, key: str) -> DefaultOpenSSLContextFactory:
+    def configure(context: SSL.Context) -> None:
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.set_cipher_list(b"ECDHE+AESGCM:ECDHE+CHACHA20")
+
+        def select(connection: SSL.Connection, offered: list[bytes]) -> bytes:
+            for proto in (b"h2", b"http/1.1"):
+                if proto in offered:
+                    return proto
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+
+        context.set_alpn_select_callback(select)
+
+    factory = DefaultOpenSSLContextFactory(key, cert, sslmethod=SSL.TLS_METHOD)
+    configure(factory.getContext())
+    return factory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--no-access-log", action="store_true")
+    args = parser.parse_args()
+    host, port = args.upstream.rsplit(":", 1)
+    target = Forward(host, int(port))
+    limits = ProxyLimits(access_log=not args.no_access_log)
+    factory = proxy_factory(StaticRouter({}, default=target), reactor, limits)
+    if args.cert:
+        factory = TLSMemoryBIOFactory(tls_context_factory(args.cert, args.key), False, factory)
+    listening = reactor.listenTCP(args.port, factory, interface="127.0.0.1")
+    sys.stdout.write(f"LISTENING {listening.getHost().port}\n")
+    sys.stdout.flush()
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

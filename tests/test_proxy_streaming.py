@@ -1,0 +1,126 @@
+"""Bodies stream through the proxy with back-pressure: memory stays flat on large bodies.
+
+The proxy runs in its own process (bench/proxy/run_proxy.py) so its peak RSS (VmHWM) can be
+read; the upstream and the client live in the test process. 256 MB go each way.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.interfaces import IPullProducer
+from twisted.internet.threads import deferToThread
+from zope.interface import implementer
+
+from tests.test_proxy_support import Seen, UpstreamFactory, UpstreamProtocol, listen
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 256 * 1024 * 1024
+BLOCK = b"x" * 65536
+
+
+@implementer(IPullProducer)
+class _Source:
+    def __init__(self, proto: UpstreamProtocol, total: int) -> None:
+        self.proto = proto
+        self.left = total
+
+    def resumeProducing(self) -> None:
+        if self.left <= 0:
+            self.proto.transport.unregisterProducer()
+            return
+        chunk = BLOCK[: min(len(BLOCK), self.left)]
+        self.left -= len(chunk)
+        self.proto.transport.write(chunk)
+
+    def stopProducing(self) -> None:
+        self.left = 0
+
+
+def _big(proto: UpstreamProtocol, seen: Seen) -> None:
+    if seen.path == b"/download":
+        proto.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % SIZE)
+        proto.transport.registerProducer(_Source(proto, SIZE), False)
+    else:
+        body = b"%d" % proto.f.body_bytes
+        proto.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                              % (len(body), body))
+
+
+def _slow_start(proto: UpstreamProtocol) -> None:
+    """The upstream stops reading for a second at the start of an upload: without
+    back-pressure the proxy would have to hold everything the client sends meanwhile."""
+    if proto.url == b"/upload":
+        proto.transport.pauseProducing()
+        reactor.callLater(1.0, proto.transport.resumeProducing)
+
+
+def _start_proxy(upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [sys.executable, os.environ.get("PROXY_SCRIPT", str(ROOT / "bench/proxy/run_proxy.py")),
+         "--upstream", f"127.0.0.1:{upstream_port}"],
+        stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    assert line.startswith("LISTENING "), line
+    return proc, int(line.split()[1])
+
+
+def _rss_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def _upload(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: big.test\r\nContent-Length: %d\r\n\r\n"
+                     % SIZE)
+        for _ in range(SIZE // len(BLOCK)):
+            sock.sendall(BLOCK)
+        return sock.recv(65536)
+
+
+def _download(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /download HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\n\r\n")
+        total = 0
+        head = b""
+        time.sleep(1.0)  # a slow reader: the proxy must stop reading the upstream meanwhile
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+        total = len(head.split(b"\r\n\r\n", 1)[1])
+        while chunk := sock.recv(1 << 20):
+            total += len(chunk)
+        return total
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_large_bodies_stream_with_flat_memory() -> None:
+    upstream = UpstreamFactory(handler=_big, keep_bodies=False, on_head=_slow_start)
+    port: Any = listen(upstream)
+    proc, proxy_port = _start_proxy(port.getHost().port)
+    try:
+        baseline = _rss_kb(proc.pid, "VmRSS")
+        answer = await deferToThread(_upload, proxy_port)
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"%d" % SIZE)
+        received = await deferToThread(_download, proxy_port)
+        assert received == SIZE
+        peak = _rss_kb(proc.pid, "VmHWM")
+        # 512 MB went through; the proxy's peak grew by a few MB at most.
+        assert peak - baseline < 40 * 1024, (baseline, peak)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        await port.stopListening()
