@@ -21,7 +21,7 @@ from twisted.internet.endpoints import serverFromString
 
 from aegis.admin import AdminCertificateCreator, AdminContext, build_admin_service
 from aegis.bootstrap import LocalStartup, Storage
-from aegis.certs.registry import CertificateRegistry, reactor_pool_runner
+from aegis.certs.registry import CertificateRegistry
 from aegis.certs.service import CertificateService
 from aegis.certs.trust import load_trust_roots
 from aegis.config import Settings
@@ -29,13 +29,14 @@ from aegis.hosts.router import HostRouter
 from aegis.hosts.state import ProxyState, host_names
 from aegis.listeners import GracefulListener
 from aegis.localca import LocalAuthority, LocalCAMaintenance, ProxyFallbackReissuer
-from aegis.proxy import proxy_factory
+from aegis.proxy import ProxyEngine, proxy_factory
 from aegis.proxy.routing import ProxyLimits
 from aegis.service import AegisService, OnStop
 from aegis.sources.acme import build_acme
 from aegis.sources.cloudflare import CloudflareService, build_cloudflare
 from aegis.store._runner import StoreThread
 from aegis.store.records import HostRecord
+from aegis.threads import reactor_pool_runner
 from aegis.tls.selection import SelectionState
 from aegis.tls.sni import https_factory
 
@@ -44,6 +45,18 @@ def _letsencrypt_names(hosts: Sequence[HostRecord]) -> list[str]:
     """The ACME host policy: only names of ``letsencrypt`` hosts, never wildcards."""
     return [name for host in hosts if host.ssl_mode == "letsencrypt"
             for name in host.names if not name.startswith("*.")]
+
+
+def listen_endpoint(reactor: Any, description: str) -> Any:
+    """A server endpoint; TCP listeners get a backlog of 1024 unless one is given.
+
+    Twisted's default backlog of 50 turns a burst of new connections (a page load through
+    a CDN, a benchmark, a reconnect storm) into SYN retries that take seconds.
+    """
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6") and "backlog=" not in description:
+        description += ":backlog=1024"
+    return serverFromString(reactor, description)
 
 
 def _child(root: AegisService, name: str, service: Service) -> None:
@@ -99,20 +112,28 @@ def build_tree(
     proxy.publish_hosts(hosts)
     registry.subscribe(lambda *_: selection.certificates_changed())
 
-    engine_limits = ProxyLimits()
+    engine = ProxyEngine(router, reactor, ProxyLimits(
+        connect_timeout=settings.proxy_connect_timeout,
+        upstream_timeout=settings.proxy_upstream_timeout,
+        header_timeout=settings.proxy_header_timeout,
+        keepalive_timeout=settings.proxy_keepalive_timeout,
+    ))
     http = GracefulListener(
-        serverFromString(reactor, settings.http_listen),
-        proxy_factory(router, reactor, engine_limits), reactor, settings.shutdown_timeout,
+        listen_endpoint(reactor, settings.http_listen),
+        proxy_factory(router, reactor, engine=engine), reactor, settings.shutdown_timeout,
         "HTTP listener", root.fatal,
     )
     https = GracefulListener(
-        serverFromString(reactor, settings.https_listen),
-        https_factory(selection, proxy_factory(router, reactor, engine_limits), reactor),
+        listen_endpoint(reactor, settings.https_listen),
+        https_factory(selection, proxy_factory(router, reactor, engine=engine), reactor,
+                      handshake_timeout=settings.tls_handshake_timeout),
         reactor, settings.shutdown_timeout, "HTTPS listener", root.fatal,
     )
 
     cloudflare = build_cloudflare(reactor, settings.cloudflare_api_base, store, wrapper,
                                   on_stored=lambda _record: proxy.reload())
+    # Stops after both listeners drained (children stop in reverse order).
+    _child(root, "upstream-pool", OnStop(engine.pool.close))
     _child(root, "acme", acme.manager)
     _child(root, "cloudflare", CloudflareService(cloudflare))
     _child(root, "http", http)

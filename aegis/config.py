@@ -134,6 +134,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "<data dir>/admin-token (0600), only its hash kept.", secret=True),
     SettingSpec("shutdown_timeout", "AEGIS_SHUTDOWN_TIMEOUT", "10", _parse_seconds,
                 "Seconds in-flight requests get to finish after SIGTERM."),
+    SettingSpec("tls_handshake_timeout", "AEGIS_TLS_HANDSHAKE_TIMEOUT", "10", _parse_seconds,
+                "Seconds a TLS handshake may take before the connection is closed."),
+    SettingSpec("proxy_connect_timeout", "AEGIS_PROXY_CONNECT_TIMEOUT", "5", _parse_seconds,
+                "Seconds to connect to an upstream before answering 502."),
+    SettingSpec("proxy_upstream_timeout", "AEGIS_PROXY_UPSTREAM_TIMEOUT", "60", _parse_seconds,
+                "Seconds an upstream may stay silent before answering 504."),
+    SettingSpec("proxy_header_timeout", "AEGIS_PROXY_HEADER_TIMEOUT", "10", _parse_seconds,
+                "Seconds a client has to send a complete request head (slowloris guard)."),
+    SettingSpec("proxy_keepalive_timeout", "AEGIS_PROXY_KEEPALIVE_TIMEOUT", "75",
+                _parse_seconds, "Seconds an idle client keep-alive connection stays open."),
     SettingSpec("acme_directory", "AEGIS_ACME_DIRECTORY", LETS_ENCRYPT_PRODUCTION, _parse_url,
                 "ACME directory URL (Let's Encrypt staging: " + LETS_ENCRYPT_STAGING + ")."),
     SettingSpec("acme_email", "AEGIS_ACME_EMAIL", "", _parse_email,
@@ -157,6 +167,11 @@ class Settings:
     admin_listen: str = "tcp:9443:interface=127.0.0.1"
     admin_token: str | None = field(default=None, repr=False)
     shutdown_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    proxy_connect_timeout: float = 5.0
+    proxy_upstream_timeout: float = 60.0
+    proxy_header_timeout: float = 10.0
+    proxy_keepalive_timeout: float = 75.0
     acme_directory: str = LETS_ENCRYPT_PRODUCTION
     acme_email: str = ""
     acme_ca_bundle: Path | None = None

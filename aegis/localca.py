@@ -34,16 +34,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -51,6 +50,7 @@ from aegis.certs.model import LoadedCertificate
 from aegis.crypto import x509util
 from aegis.crypto.keys import private_key_pem
 from aegis.store.sqlite import ensure_private_directory
+from aegis.threads import Runner
 
 log = Logger()
 T = TypeVar("T")
@@ -288,21 +288,6 @@ def _loaded(
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
     )
-
-
-class Runner(Protocol):
-    """Runs blocking work somewhere and returns a Deferred of its result."""
-
-    def __call__(self, work: Callable[[], T], /) -> Deferred[T]: ...
-
-
-def reactor_thread_runner(reactor: IReactorThreads) -> Runner:
-    """Run work on the reactor's thread pool (key generation and fsync stay off the loop)."""
-
-    def run(work: Callable[[], T]) -> Deferred[T]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
-
-    return run
 
 
 class ProxyFallbackReissuer:

@@ -2,13 +2,17 @@
 
 Children are named so operators and tests can find them (``root.getServiceNamed("http")``):
 
-=============  ===========================================================
-``store``      the store's worker thread; stopped last, then the database closed
-``http``       plain HTTP listener (ACME HTTP-01, redirects, proxying)
-``https``      TLS listener with SNI certificate selection
-``admin``      admin REST API and web UI over TLS
-``sources``    certificate sources (ACME, Cloudflare), each a child service
-=============  ===========================================================
+=================  =========================================================
+``store-close``    closes the database after everything else stopped
+``store``          the store's single worker thread
+``upstream-pool``  closes idle upstream connections once the listeners drained
+``acme``           the ACME issuance manager (orders, renewals, retries)
+``cloudflare``     closes the Cloudflare client's connection pool
+``http``           plain HTTP listener (ACME HTTP-01, redirects, proxying)
+``https``          TLS listener with SNI certificate selection
+``admin``          admin REST API and web UI over TLS
+``local-ca``       re-checks the local CA and its leaves every 12 hours
+=================  =========================================================
 
 Children stop one after another in reverse order of addition, each waiting for the one
 before it (MultiService would stop them all at once): listeners drain their connections

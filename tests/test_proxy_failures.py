@@ -159,3 +159,41 @@ async def test_upstream_closing_keepalive_connections_is_retried_for_bodyless_re
         assert raw.count(b"HTTP/1.1 200 OK") == 3
     finally:
         await rig.stop()
+
+
+def _endless(proto: UpstreamProtocol, seen: Seen) -> None:
+    proto.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"z" * 1000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_leaving_mid_response_drops_the_upstream_connection() -> None:
+    rig = make_rig(_endless)
+    try:
+        import socket
+
+        from twisted.internet.task import deferLater
+        from twisted.internet.threads import deferToThread
+
+        def leave() -> bytes:
+            with socket.create_connection(("127.0.0.1", rig.port), timeout=5) as sock:
+                sock.sendall(GET % b"x")
+                return sock.recv(100)
+
+        assert (await deferToThread(leave)).startswith(b"HTTP/1.1 200 OK")
+        await deferLater(reactor, 0.3, lambda: None)
+        assert rig.upstream.open == 0  # mid-response: never returned to the pool
+    finally:
+        await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_failing_upstream_gives_502_or_close_never_a_fake_success() -> None:
+    dead = free_port()
+    rig = make_rig(forward_port=dead)
+    try:
+        raw = await raw_exchange(rig.port, b"POST /u HTTP/1.1\r\nHost: app.test\r\n"
+                                 b"Content-Length: 1000000\r\n\r\n" + b"a" * 1000000)
+        assert raw.startswith(b"HTTP/1.1 502 ") or raw == b""
+        assert b"200 OK" not in raw
+    finally:
+        await rig.stop()

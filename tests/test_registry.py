@@ -21,7 +21,7 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
 import aegis.certs.registry as registry_module
-from aegis.certs.registry import CertificateRegistry, reactor_pool_runner
+from aegis.certs.registry import CertificateRegistry
 from aegis.certs.validate import validate_upload
 from aegis.crypto.keywrap import KeyWrapper, MasterKey
 from aegis.names import normalise_sni
@@ -29,6 +29,7 @@ from aegis.store._runner import immediate_runner
 from aegis.store.memory import MemoryStore
 from aegis.store.records import CertificateFields
 from aegis.store.sqlite import SQLiteStore
+from aegis.threads import reactor_pool_runner
 from aegis.tls.selection import CertificateLookup
 from tests.test_certs_helpers import NOW, build_leaf, key_pem, pem
 

@@ -25,7 +25,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from aegis.admin import _openapi
+from aegis.admin import _openapi, _ui
 from aegis.admin._errors import INTERNAL_ERROR, ApiError, from_store_error
 from aegis.admin._guards import (
     AdminAddress,
@@ -166,6 +166,7 @@ def _install(cls: type[AdminAPI], tables: Sequence[RouteTable]) -> None:
     app.handle_errors(HTTPException)(cls._other_http_error)
     for op in operations:
         _register(app, op)
+    _ui.register(app)
 
 
 def _register(app: Klein, op: Operation) -> None:

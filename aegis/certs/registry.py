@@ -19,11 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads, IReactorTime
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -31,24 +29,12 @@ from aegis.certs.index import Problem, Snapshot, build_snapshot, diff
 from aegis.certs.model import LoadedCertificate
 from aegis.crypto.keywrap import KeyWrapper
 from aegis.interfaces import IStore, IStoreTransaction
-from aegis.store._runner import Runner, immediate_runner
 from aegis.store.records import CertificateRecord
+from aegis.threads import Runner, immediate_runner
 
 log = Logger()
 
 Subscriber = Callable[[Snapshot], None]
-
-
-def reactor_pool_runner(reactor: Any) -> Runner:
-    """A runner on the reactor's thread pool: ``reactor`` must provide IReactorThreads and
-    IReactorFromThreads. For snapshot builds, which are CPU work and must not block."""
-    threads: IReactorThreads = reactor
-    from_threads: IReactorFromThreads = reactor
-
-    def run(work: Callable[[], Any]) -> Deferred[Any]:
-        return deferToThreadPool(from_threads, threads.getThreadPool(), work)
-
-    return run
 
 
 def _list(txn: IStoreTransaction) -> list[CertificateRecord]:

@@ -129,6 +129,8 @@ class H2Connection:
             events = self.state.receive_data(data)
         except H2Error as exc:
             log.info("HTTP/2 protocol error: {error}", error=type(exc).__name__)
+            with contextlib.suppress(H2Error):
+                self.state.close_connection(ErrorCodes.PROTOCOL_ERROR)
             self._write()
             self.outer._close()
             return
@@ -211,9 +213,7 @@ class H2Connection:
             stream.exchange = Exchange(stream, self.engine.pool, self.engine.clock,
                                        self.engine.limits, head, self.info, decision,
                                        framing, length)
-            stream.exchange.start()
-            if ended:
-                stream.exchange.request_end()
+            stream.exchange.start()  # END_STREAM arrives as its own StreamEnded event
         else:
             self.local(stream, decision, head.method == b"HEAD")
             if self.engine.limits.access_log:

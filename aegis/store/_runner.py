@@ -1,31 +1,23 @@
-"""How a store gets its work off the reactor thread.
+"""How a store gets its work off the reactor thread: its own single worker thread.
 
-A *runner* takes a zero-argument callable and returns a Deferred of its result. Production
-uses :func:`thread_runner` (one dedicated thread, so the SQLite connection is never used by
-two threads at once); deterministic unit tests use :func:`immediate_runner`.
+The runner shape itself (and :func:`immediate_runner` for tests) lives in
+:mod:`aegis.threads`; they are re-exported here for the store's callers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-T = TypeVar("T")
+from aegis.threads import Runner, immediate_runner
 
-
-class Runner(Protocol):
-    def __call__(self, work: Callable[[], T], /) -> Deferred[T]: ...
-
-
-def immediate_runner(work: Callable[[], T]) -> Deferred[T]:
-    """Run ``work`` now, on the calling thread. For tests and command-line tools."""
-    return maybeDeferred(work)
+__all__ = ["Runner", "StoreThread", "immediate_runner"]
 
 
 class StoreThread(Service):

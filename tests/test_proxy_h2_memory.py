@@ -1,0 +1,98 @@
+"""HTTP/2 front end in memory (an h2 client over a StringTransport that reports ALPN h2):
+local answers, refused requests, GOAWAY on drain, routing sees SNI and ALPN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from aegis.proxy._engine import ProxyEngine
+from aegis.proxy.routing import ConnectionInfo, LocalResponse, ProxyLimits, RequestHead
+
+
+class _Handle:
+    def get_servername(self) -> bytes:
+        return b"App.Test"
+
+    def get_alpn_proto_negotiated(self) -> bytes:
+        return b"h2"
+
+
+class _TLSLikeTransport(StringTransport):
+    def getHandle(self) -> _Handle:
+        return _Handle()
+
+
+class _Router:
+    def __init__(self) -> None:
+        self.seen: list[tuple[RequestHead, ConnectionInfo]] = []
+
+    def route(self, head: RequestHead, conn: ConnectionInfo) -> LocalResponse:
+        self.seen.append((head, conn))
+        return LocalResponse(421, [(b"Content-Type", b"text/plain")], b"misdirected\n")
+
+
+def _connect() -> tuple[Any, _TLSLikeTransport, h2.connection.H2Connection, _Router]:
+    router = _Router()
+    engine = ProxyEngine(router, MemoryReactorClock(), ProxyLimits())
+    from aegis.proxy._http1 import Http1Connection
+
+    proto = Http1Connection(engine)
+    transport = _TLSLikeTransport()
+    proto.makeConnection(transport)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    return proto, transport, client, router
+
+
+def _exchange(proto: Any, transport: StringTransport, client: Any) -> list[Any]:
+    proto.dataReceived(client.data_to_send())
+    events = client.receive_data(transport.value())
+    transport.clear()
+    return list(events)
+
+
+def test_local_response_over_h2_with_sni_and_alpn_in_connection_info() -> None:
+    proto, transport, client, router = _connect()
+    client.send_headers(1, [(":method", "GET"), (":path", "/x?y"), (":scheme", "https"),
+                            (":authority", "other.test"), ("cookie", "a=1"),
+                            ("cookie", "b=2")], end_stream=True)
+    events = _exchange(proto, transport, client)
+    response = next(e for e in events if isinstance(e, h2.events.ResponseReceived))
+    assert (b":status", b"421") in response.headers
+    data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert data == b"misdirected\n"
+    assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+    head, conn = router.seen[0]
+    assert (head.host, head.target, head.version) == ("other.test", b"/x?y", "2")
+    assert head.header(b"cookie") == b"a=1; b=2"
+    assert (conn.scheme, conn.sni, conn.alpn) == ("https", "app.test", "h2")
+
+
+def test_refused_request_and_drain_sends_goaway() -> None:
+    proto, transport, client, router = _connect()
+    client.send_headers(1, [(":method", "CONNECT"), (":authority", "a.test:443")],
+                        end_stream=False)
+    events = _exchange(proto, transport, client)
+    response = next(e for e in events if isinstance(e, h2.events.ResponseReceived))
+    assert (b":status", b"405") in response.headers
+    assert router.seen == []
+    proto.drain()
+    events = list(client.receive_data(transport.value()))
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+    assert transport.disconnecting
+
+
+def test_h2_protocol_violation_closes_the_connection() -> None:
+    proto, transport, client, _ = _connect()
+    proto.dataReceived(client.data_to_send())
+    transport.clear()
+    proto.dataReceived(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")  # DATA on stream 0
+    assert transport.disconnecting
+    events = list(client.receive_data(transport.value()))
+    assert any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 1
+               for e in events)
