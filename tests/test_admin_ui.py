@@ -11,7 +11,7 @@ import pytest
 from aegis.admin import AdminAPI
 from aegis.admin._ui import FILES
 from tests.test_admin_api import Client, make_api
-from tests.test_admin_api import cache as cache  # noqa: F401 - the fixture
+from tests.test_admin_api import cache as cache
 
 UI = Path(__file__).resolve().parent.parent / "aegis" / "admin" / "ui"
 

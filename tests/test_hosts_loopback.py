@@ -11,7 +11,6 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 class Upstream(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = json.dumps({"path": self.path, "host": self.headers["Host"],
                            "xff": self.headers.get("X-Forwarded-For"),
                            "proto": self.headers.get("X-Forwarded-Proto")}).encode()

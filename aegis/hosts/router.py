@@ -112,7 +112,8 @@ class HostRouter:
             sni = normalise_sni(conn.sni)
             if sni is not None and sni != head.host and table.host_for(sni) is not host:
                 now = self._now()
-                if table.select(sni, now).certificate is not table.select(head.host, now).certificate:
+                wanted = table.select(head.host, now).certificate
+                if table.select(sni, now).certificate is not wanted:
                     return MISDIRECTED
         return forwards[1]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +69,9 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = connection
         self._runner = runner
         self._now = now
+        # One connection serves every transaction; the lock keeps a transaction started on
+        # another thread (start-up code, a tool) from interleaving with the store thread's.
+        self._lock = threading.Lock()
 
     @classmethod
     def open(
@@ -144,6 +148,10 @@ class SQLiteStore:
             raise StoreError(f"database error: {exc}") from None
 
     def transact_blocking(self, work: Callable[[IStoreTransaction], T]) -> T:
+        with self._lock:
+            return self._transact(work)
+
+    def _transact(self, work: Callable[[IStoreTransaction], T]) -> T:
         db = self._connection()
         self._begin(db)
         try:
