@@ -91,6 +91,7 @@ def build_tree(
         reactor, store, wrapper, settings.acme_directory,
         reload=lambda: proxy_holder[0].reload(), contact_email=settings.acme_email,
         ca_bundle=settings.acme_ca_bundle,
+        key_kind="rsa-2048" if settings.acme_key_type == "rsa-2048" else "ecdsa-p256",
     )
     selection = SelectionState(registry, local.authority.proxy, acme.manager, hosts)
 

@@ -95,6 +95,12 @@ def _parse_existing_file(value: str) -> Path:
     return path
 
 
+def _parse_key_type(value: str) -> str:
+    if value not in ("ecdsa-p256", "rsa-2048"):
+        raise ValueError("must be ecdsa-p256 or rsa-2048")
+    return value
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One row of the settings table."""
@@ -150,6 +156,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Contact email of the ACME account (optional)."),
     SettingSpec("acme_ca_bundle", "AEGIS_ACME_CA_BUNDLE", None, _parse_existing_file,
                 "PEM bundle trusted for the ACME server's HTTPS (private CAs, Pebble)."),
+    SettingSpec("acme_key_type", "AEGIS_ACME_KEY_TYPE", "ecdsa-p256", _parse_key_type,
+                "Key type of ACME certificates: ecdsa-p256 (default) or rsa-2048."),
     SettingSpec("cloudflare_api_base", "AEGIS_CLOUDFLARE_API_BASE", CLOUDFLARE_API_BASE,
                 _parse_url, "Base URL of the Cloudflare API v4."),
 )
@@ -175,6 +183,7 @@ class Settings:
     acme_directory: str = LETS_ENCRYPT_PRODUCTION
     acme_email: str = ""
     acme_ca_bundle: Path | None = None
+    acme_key_type: str = "ecdsa-p256"
     cloudflare_api_base: str = CLOUDFLARE_API_BASE
 
     @property

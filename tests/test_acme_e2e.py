@@ -99,6 +99,11 @@ def test_letsencrypt_host_gets_a_certificate_from_the_ca(
             d for c in issued for d in c["domains"]}
         status, shown = api(aegis, "GET", f"/hosts/{host['id']}")
         assert shown["serving_certificate"]["step"] == "autocert"
+        states = {entry["name"]: entry for entry in shown["acme"]}
+        assert set(states) == {"le.example.test", "www.le.example.test"}
+        for entry in states.values():
+            assert entry["status"] == "valid" and entry["last_error"] is None
+            assert entry["renews_at"] and entry["last_attempt_at"]
         orders = pebble.orders_created()
         assert aegis.stop() == 0
         text = aegis.text()

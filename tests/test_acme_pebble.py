@@ -238,16 +238,7 @@ async def test_pebble_down_backoff_then_back(
     finally:
         pebble.start()  # new roots, and every account forgotten
     node.clock.advance((failed.next_attempt_at - parts.manager.now()).total_seconds() + 1)
-    try:
-        await wait_until(lambda: node.state("down.example.test").status == "valid")
-    except AssertionError:
-        print("STATE", node.state("down.example.test"), parts.manager.now())
-        for e in events:
-            if "log_format" in e and e.get("log_namespace", "").startswith("aegis"):
-                print(
-                    "EV", e["log_format"], {k: v for k, v in e.items() if not k.startswith("log_")}
-                )
-        raise
+    await wait_until(lambda: node.state("down.example.test").status == "valid")
     (renewed,) = node.certificates()
     assert renewed.id == first.id and renewed.fingerprint_sha256 != first.fingerprint_sha256
     assert_chains_to_pebble(renewed.chain_pem, "down.example.test", pebble)
@@ -257,7 +248,9 @@ async def test_pebble_down_backoff_then_back(
 
 
 @pytest_twisted.ensureDeferred
-async def test_restarts_never_duplicate_orders(pebble: PebbleServer, site: ChallengeSite, events: Any) -> None:
+async def test_restarts_never_duplicate_orders(
+    pebble: PebbleServer, site: ChallengeSite
+) -> None:
     node = Node(pebble, site)
     node.add_hosts("restart.example.test")
     before = pebble.orders_created()
@@ -267,15 +260,10 @@ async def test_restarts_never_duplicate_orders(pebble: PebbleServer, site: Chall
         await wait_until(lambda: bool(site.held))
         state = node.state("restart.example.test")
         assert state.status == "obtaining" and state.order_url
-        print("BEFORE", state)
         await node.boot()  # restart mid-order
-        print("AFTER", node.state("restart.example.test"))
     finally:
         site.release()
     await wait_until(_status(node, "restart.example.test", "valid", "failed"))
-    for e in events:
-        if e.get("log_namespace", "").startswith("aegis"):
-            print("EV", e["log_format"], {k: v for k, v in e.items() if not k.startswith("log_")})
     assert node.state("restart.example.test").status == "valid"
     await node.boot()  # restart after issuance
     node.parts.manager.certificate_wanted("restart.example.test")  # type: ignore[union-attr]
@@ -313,33 +301,35 @@ async def test_twenty_hosts_at_once_without_blocking_the_loop(
     thread = StoreThread(reactor)
     thread.startService()
     store = SQLiteStore.open(tmp_path / "aegis.db", thread.runner())
-    node = Node(pebble, site, store)
-    names = [f"h{i}.example.test" for i in range(20)]
-    node.add_hosts(*names)
-    lags: list[float] = []
-    last = [time.monotonic()]
-
-    def probe() -> None:
-        now = time.monotonic()
-        lags.append(now - last[0] - 0.01)
-        last[0] = now
-
-    probe_loop = LoopingCall(probe)
-    probe_loop.clock = reactor
-    probe_loop.start(0.01, now=False)
     try:
-        started = time.monotonic()
-        await node.boot()
-        for name in names:
-            await wait_until(_status(node, name, "valid", "failed"), timeout=60)
-        elapsed = time.monotonic() - started
+        node = Node(pebble, site, store)
+        names = [f"h{i}.example.test" for i in range(20)]
+        node.add_hosts(*names)
+        lags: list[float] = []
+        last = [time.monotonic()]
+
+        def probe() -> None:
+            now = time.monotonic()
+            lags.append(now - last[0] - 0.01)
+            last[0] = now
+
+        probe_loop = LoopingCall(probe)
+        probe_loop.clock = reactor
+        probe_loop.start(0.01, now=False)
+        try:
+            started = time.monotonic()
+            await node.boot()
+            for name in names:
+                await wait_until(_status(node, name, "valid", "failed"), timeout=60)
+            elapsed = time.monotonic() - started
+        finally:
+            probe_loop.stop()
+        assert all(node.state(n).status == "valid" for n in names)
+        assert len(node.certificates()) == 20
+        assert node.parts is not None and node.parts.manager.orders_started == 20
+        assert max(lags) < 0.050, f"loop blocked {max(lags) * 1000:.1f} ms"
+        print(f"20 issuances in {elapsed:.2f}s; max loop lag {max(lags) * 1000:.1f} ms")
+        await node.stop()
     finally:
-        probe_loop.stop()
-    assert all(node.state(n).status == "valid" for n in names)
-    assert len(node.certificates()) == 20
-    assert node.parts is not None and node.parts.manager.orders_started == 20
-    assert max(lags) < 0.050, f"event loop blocked {max(lags) * 1000:.1f} ms"
-    print(f"20 issuances in {elapsed:.2f}s; max loop lag {max(lags) * 1000:.1f} ms")
-    await node.stop()
-    store.close()
-    thread.stopService()
+        store.close()
+        thread.stopService()

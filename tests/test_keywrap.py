@@ -15,8 +15,14 @@ from aegis.crypto.masterkey import (
     resolve_master_key,
     rotate_master_key,
 )
-from aegis.crypto.sealed import certificate_key_context, open_setting, seal_setting
+from aegis.crypto.sealed import (
+    certificate_key_context,
+    open_setting,
+    pending_order_key_context,
+    seal_setting,
+)
 from aegis.store.memory import MemoryStore
+from aegis.store.records import IssuanceState
 from tests.helpers import certificate_fields
 
 SECRET = b"-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n"
@@ -99,9 +105,16 @@ def test_rotation_reseals_everything_in_one_transaction() -> None:
         lambda t: t.set_setting("acme_account_key", seal_setting(wrapper, "acme_account_key",
                                                                   b"account"))
     )
+    order_key = wrapper.seal(b"order key", pending_order_key_context("a.example.com"))
+    store.transact_blocking(lambda t: t.put_issuance_state(
+        IssuanceState(name="a.example.com", status="obtaining", pending_key_sealed=order_key)))
     new = MasterKey.generate()
     count = store.transact_blocking(lambda t: rotate_master_key(t, old, new, store_new_key=False))
-    assert count == 2
+    assert count == 3
+    state = store.transact_blocking(lambda t: t.get_issuance_state("a.example.com"))
+    assert state is not None and state.pending_key_sealed is not None
+    assert KeyWrapper(new).open(
+        state.pending_key_sealed, pending_order_key_context("a.example.com")) == b"order key"
     record = store.transact_blocking(lambda t: t.get_certificate(cert.id))
     assert KeyWrapper(new).open(record.key_sealed, certificate_key_context("u1")) == SECRET
     sealed = store.transact_blocking(lambda t: t.get_setting("acme_account_key"))

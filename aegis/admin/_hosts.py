@@ -47,6 +47,8 @@ def host_object(ctx: AdminContext, host: HostRecord) -> dict[str, Any]:
         "hsts_preload": host.hsts_preload, "tls_min_version": host.tls_min_version,
         "created_at": to_text(host.created_at), "updated_at": to_text(host.updated_at),
     }
+    if host.ssl_mode == "letsencrypt" and ctx.acme is not None:
+        document["acme"] = [_issuance(ctx, name) for name in host.names]
     if ctx.selection is not None:
         chosen = ctx.selection.current().select(host.domain, _now(ctx))
         document["serving_certificate"] = {
@@ -54,6 +56,24 @@ def host_object(ctx: AdminContext, host: HostRecord) -> dict[str, Any]:
             "source": chosen.certificate.source,
         }
     return document
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else to_text(moment)
+
+
+def _issuance(ctx: AdminContext, name: str) -> dict[str, Any]:
+    """Where automatic issuance stands for ``name`` (memory only: the manager's view)."""
+    assert ctx.acme is not None
+    state = ctx.acme.state(name)
+    if state is None:
+        return {"name": name, "status": "pending", "last_attempt_at": None,
+                "last_error": None, "next_attempt_at": None, "renews_at": None,
+                "certificate_id": None}
+    return {"name": name, "status": state.status, "certificate_id": state.certificate_id,
+            "last_attempt_at": _stamp(state.last_attempt_at), "last_error": state.last_error,
+            "next_attempt_at": _stamp(state.next_attempt_at),
+            "renews_at": _stamp(state.renews_at)}
 
 
 def _uncovered(certificate: CertificateRecord, host: HostFields) -> list[str]:

@@ -16,7 +16,11 @@ import base64
 from dataclasses import dataclass, replace
 
 from aegis.crypto.keywrap import KeyWrapper, MasterKey
-from aegis.crypto.sealed import certificate_key_context, setting_context
+from aegis.crypto.sealed import (
+    certificate_key_context,
+    pending_order_key_context,
+    setting_context,
+)
 from aegis.interfaces import IStoreTransaction
 
 STORED_KEY_SETTING = "ssl_key"
@@ -87,6 +91,14 @@ def rotate_master_key(
         resealed = replace(record.fields(), key_sealed=new_wrapper.seal(plaintext, context))
         txn.replace_certificate(record.id, resealed)
         count += 1
+    for state in txn.list_issuance_states():
+        if state.pending_key_sealed is not None:
+            context = pending_order_key_context(state.name)
+            plaintext = old_wrapper.open(state.pending_key_sealed, context)
+            txn.put_issuance_state(
+                replace(state, pending_key_sealed=new_wrapper.seal(plaintext, context))
+            )
+            count += 1
     for name in sorted(SEALED_SETTINGS):
         value = txn.get_setting(name)
         if value is not None:

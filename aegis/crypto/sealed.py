@@ -15,6 +15,11 @@ def certificate_key_context(uid: str) -> str:
     return f"certificate:{uid}:key"
 
 
+def pending_order_key_context(name: str) -> str:
+    """The certificate key of an ACME order in flight for ``name`` (IssuanceState)."""
+    return f"acme-order:{name}:key"
+
+
 def setting_context(name: str) -> str:
     """A sealed value kept in the ``settings`` table under ``name``."""
     return f"setting:{name}"

@@ -6,6 +6,7 @@ The runner shape itself (and :func:`immediate_runner` for tests) lives in
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,12 @@ from aegis.threads import Runner, immediate_runner
 __all__ = ["Runner", "StoreThread", "immediate_runner"]
 
 
+class _DaemonThread(threading.Thread):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
 class StoreThread(Service):
     """Owns the single worker thread of a store; a child of the service tree.
 
@@ -30,6 +37,9 @@ class StoreThread(Service):
     def __init__(self, reactor: IReactorFromThreads, name: str = "aegis-store") -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
+        # Daemon: the normal path stops (and joins) the pool before exit; a pool that was
+        # never stopped (a crashed start-up, a test) must not keep the process alive.
+        self._pool.threadFactory = _DaemonThread
 
     def runner(self) -> Runner:
         def run(work: Callable[[], Any]) -> Deferred[Any]:

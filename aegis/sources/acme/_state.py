@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 
 from aegis.crypto.keys import KeyKind, generate_private_key, load_private_key_pem, private_key_pem
 from aegis.crypto.keywrap import KeyWrapper, UnwrapError
+from aegis.crypto.sealed import pending_order_key_context
 from aegis.interfaces import IStore, IStoreTransaction
 from aegis.sources.acme._fields import letsencrypt_fields
 from aegis.store.errors import NotFound
@@ -26,9 +27,7 @@ from aegis.store.records import IssuanceState
 CertKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
-def pending_key_context(name: str) -> str:
-    """GCM context of the certificate key of an order in flight for ``name``."""
-    return f"acme-order:{name}:key"
+pending_key_context = pending_order_key_context
 
 
 def renewal_time(not_before: datetime, not_after: datetime) -> datetime:
