@@ -119,3 +119,36 @@ def test_letsencrypt_host_gets_a_certificate_from_the_ca(
         assert again.stop() == 0
     finally:
         again.kill()
+
+
+def test_unreachable_ca_is_visible_in_the_api_and_the_fallback_serves(
+    tmp_path: Path, pebble: PebbleServer
+) -> None:
+    pebble.stop()  # the CA is down for the whole test
+    workdir = tmp_path / "aegis"
+    workdir.mkdir()
+    aegis = start_aegis(workdir, pebble)
+    try:
+        status, host = api(aegis, "POST", "/hosts", {
+            "domain": "down.example.test", "upstream": "http://127.0.0.1:9",
+            "ssl_mode": "letsencrypt"})
+        assert status == 201, host
+        deadline = time.monotonic() + 45
+        while True:
+            status, shown = api(aegis, "GET", f"/hosts/{host['id']}")
+            state = shown["acme"][0]
+            if state["status"] == "failed":
+                break
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.5)
+        assert state["last_error"] and state["next_attempt_at"] and state["last_attempt_at"]
+        assert shown["serving_certificate"]["step"] == "fallback"
+        context = ssl.create_default_context(
+            cafile=str(workdir / ".cache" / "ssl" / "aegis-local-ca.crt"))
+        with socket.create_connection(("127.0.0.1", aegis.ports["HTTPS listener"]), 5) as raw, \
+                context.wrap_socket(raw, server_hostname="down.example.test") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        assert aegis.stop() == 0
+        assert "cert_failed" in aegis.text()
+    finally:
+        aegis.kill()
