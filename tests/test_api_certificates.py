@@ -11,7 +11,7 @@ from pathlib import Path
 import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from aegis.admin.certificates import routes
+from aegis.admin._certificates import routes
 from aegis.localca import LocalAuthority
 from aegis.store._runner import immediate_runner
 from aegis.store.sqlite import SQLiteStore

@@ -1,4 +1,4 @@
-"""The harness for the certificate API tests: the routes of aegis.admin.certificates served
+"""The harness for the certificate API tests: the routes of aegis.admin._certificates served
 by real twisted.web resources in memory (StubTreq) over the SQLite and memory stores. Every
 response is checked for key material as it arrives (and kept for a final check)."""
 
@@ -22,8 +22,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from aegis.admin import AdminAddress, AdminContext, TokenVerifier, api_class
+from aegis.admin._certificates import routes
 from aegis.admin._guards import token_digest
-from aegis.admin.certificates import routes
 from aegis.certs.registry import CertificateRegistry
 from aegis.certs.service import CertificateService
 from aegis.crypto.keywrap import KeyWrapper, MasterKey

@@ -20,8 +20,8 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 
 from aegis.admin import AdminAddress, AdminContext, TokenVerifier, admin_site, api_class
+from aegis.admin._cloudflare import routes
 from aegis.admin._guards import token_digest
-from aegis.admin.cloudflare import routes
 from aegis.certs.index import build_snapshot
 from aegis.crypto.keywrap import KeyWrapper, MasterKey
 from aegis.localca import LocalCA

@@ -5,12 +5,12 @@ Order matters only for the OpenAPI document's listing order.
 
 from __future__ import annotations
 
-from aegis.admin import _hosts, _trust, certificates, cloudflare
+from aegis.admin import _certificates, _cloudflare, _hosts, _trust
 from aegis.admin._routing import RouteTable
 
 ROUTE_TABLES: tuple[RouteTable, ...] = (
-    certificates.routes,
-    cloudflare.routes,
+    _certificates.routes,
+    _cloudflare.routes,
     _hosts.routes,
     _trust.routes,
 )
