@@ -11,7 +11,7 @@ import h2.events
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from aegis.proxy._engine import ProxyEngine
-from aegis.proxy.routing import ConnectionInfo, LocalResponse, ProxyLimits, RequestHead
+from aegis.proxy.routing import ConnectionInfo, Forward, LocalResponse, ProxyLimits, RequestHead
 
 
 class _Handle:
@@ -96,3 +96,38 @@ def test_h2_protocol_violation_closes_the_connection() -> None:
     events = list(client.receive_data(transport.value()))
     assert any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 1
                for e in events)
+
+
+class _ForwardRouter:
+    def route(self, head: RequestHead, conn: ConnectionInfo) -> Forward:
+        return Forward(host="127.0.0.1", port=9)
+
+
+def test_idle_h2_connection_times_out_but_not_while_a_stream_is_open() -> None:
+    clock = MemoryReactorClock()
+    limits = ProxyLimits(keepalive_timeout=5.0)
+    engine = ProxyEngine(_ForwardRouter(), clock, limits)
+    from aegis.proxy._http1 import Http1Connection
+
+    proto = Http1Connection(engine)
+    transport = _TLSLikeTransport()
+    proto.makeConnection(transport)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    proto.dataReceived(client.data_to_send())
+    clock.advance(4.0)
+    assert not transport.disconnecting
+    # a request waiting for its upstream (the memory reactor never connects): busy, not idle
+    client.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "https"),
+                            (":authority", "app.test")], end_stream=True)
+    proto.dataReceived(client.data_to_send())
+    for _ in range(20):
+        clock.advance(2.0)
+    assert not transport.disconnecting
+    # the client gives up on the stream: the connection is idle again and times out
+    client.reset_stream(1)
+    proto.dataReceived(client.data_to_send())
+    clock.advance(4.0)
+    assert not transport.disconnecting
+    clock.advance(2.0)
+    assert transport.disconnecting

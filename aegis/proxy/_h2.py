@@ -122,6 +122,15 @@ class H2Connection:
         self.streams: dict[int, _Stream] = {}
         self._draining = False
         self._write()
+        self._update_idle()
+
+    def _update_idle(self) -> None:
+        """An HTTP/2 connection with no open stream is idle: it gets the keep-alive timeout
+        (the outer connection's sweeper deadline closes it); any open stream clears it."""
+        if self.streams:
+            self.outer._cancel_timer()
+        else:
+            self.outer._set_timer(self.engine.limits.keepalive_timeout)
 
     # -- transport side ---------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
@@ -152,6 +161,7 @@ class H2Connection:
             elif isinstance(event, ConnectionTerminated):
                 self.outer._close()
         self._write()
+        self._update_idle()
 
     def connectionLost(self, reason: Any) -> None:
         for stream_id in list(self.streams):
@@ -234,6 +244,7 @@ class H2Connection:
         stream = self.streams.pop(stream_id, None)
         if stream is not None and stream.exchange is not None:
             stream.exchange.cancel()
+        self._update_idle()
 
     # -- responses --------------------------------------------------------------------------
     def headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> None:
@@ -293,6 +304,7 @@ class H2Connection:
             self.state.reset_stream(stream.id, code)
         self.streams.pop(stream.id, None)
         self._write()
+        self._update_idle()
 
     def ack(self, stream: _Stream, amount: int) -> None:
         try:
@@ -305,6 +317,7 @@ class H2Connection:
         self.streams.pop(stream.id, None)
         if self._draining and not self.streams:
             self.outer._close()
+        self._update_idle()
 
     def _write(self) -> None:
         data = self.state.data_to_send()
