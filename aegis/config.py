@@ -143,7 +143,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("tls_handshake_timeout", "AEGIS_TLS_HANDSHAKE_TIMEOUT", "10", _parse_seconds,
                 "Seconds a TLS handshake may take before the connection is closed."),
     SettingSpec("proxy_connect_timeout", "AEGIS_PROXY_CONNECT_TIMEOUT", "5", _parse_seconds,
-                "Seconds to connect to an upstream before answering 504 (a refused connection is 502 at once)."),
+                "Seconds to connect to an upstream before answering 504 "
+                "(a refused connection is 502 at once)."),
     SettingSpec("proxy_upstream_timeout", "AEGIS_PROXY_UPSTREAM_TIMEOUT", "60", _parse_seconds,
                 "Seconds an upstream may stay silent before answering 504."),
     SettingSpec("proxy_header_timeout", "AEGIS_PROXY_HEADER_TIMEOUT", "10", _parse_seconds,
