@@ -111,7 +111,6 @@ def build_tree(
     )
     proxy_holder.append(proxy)
     proxy.publish_hosts(hosts)
-    registry.subscribe(lambda *_: selection.certificates_changed())
 
     engine = ProxyEngine(router, reactor, ProxyLimits(
         connect_timeout=settings.proxy_connect_timeout,

@@ -8,7 +8,8 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from aegis.proxy.routing import ProxyLimits
-from tests.test_proxy_support import Seen, UpstreamProtocol, free_port, make_rig, raw_exchange
+from aegis.testing.ports import free_port
+from tests.test_proxy_support import Seen, UpstreamProtocol, make_rig, raw_exchange
 
 GET = b"GET /%s HTTP/1.1\r\nHost: app.test\r\n\r\n"
 LAST = b"GET /%s HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"

@@ -23,8 +23,8 @@ from aegis.certs.validate import ValidatedCertificate, validate_upload
 from aegis.hosts.validate import HOST_SCHEMA, HostRequest, host_request
 from aegis.interfaces import IStoreTransaction
 from aegis.names import matches
-from aegis.store._timefmt import to_text
 from aegis.store.records import CertificateRecord, HostFields, HostRecord
+from aegis.timefmt import to_text
 
 routes = RouteTable(tag="hosts")
 

@@ -31,6 +31,7 @@ from aegis.crypto.keywrap import KeyWrapper
 from aegis.interfaces import IStore, IStoreTransaction
 from aegis.store.records import CertificateRecord
 from aegis.threads import Runner, immediate_runner
+from aegis.timefmt import to_text
 
 log = Logger()
 
@@ -174,7 +175,7 @@ class CertificateRegistry:
                     id=cert_id,
                     source=cert.source,
                     names=",".join(cert.names),
-                    not_after=cert.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    not_after=to_text(cert.not_after),
                 )
         for cert_id in changes.newly_unusable:
             problem = new.problems[cert_id]

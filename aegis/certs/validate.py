@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
@@ -38,6 +38,7 @@ from aegis.crypto.keys import key_type_name, private_key_pem, public_keys_equal
 from aegis.crypto.keywrap import KeyWrapper
 from aegis.crypto.sealed import certificate_key_context
 from aegis.store.records import CertificateFields
+from aegis.timefmt import to_text
 
 MAX_DOMAINS = 100
 
@@ -159,10 +160,6 @@ def issuer_name(certificate: x509.Certificate) -> str:
     return certificate.issuer.rfc4514_string()
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def validate_pair(
     certificates: Sequence[x509.Certificate],
     key: CertificateIssuerPrivateKeyTypes,
@@ -200,10 +197,12 @@ def validate_pair(
     not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
     if now < not_before:
         raise CertificateError(
-            NOT_YET_VALID, f"the certificate is not valid before {_iso(not_before)}", cert_field
+            NOT_YET_VALID, f"the certificate is not valid before {to_text(not_before)}", cert_field
         )
     if now >= not_after:
-        raise CertificateError(EXPIRED, f"the certificate expired at {_iso(not_after)}", cert_field)
+        raise CertificateError(
+            EXPIRED, f"the certificate expired at {to_text(not_after)}", cert_field
+        )
     return ValidatedCertificate(
         names=hostnames,
         chain=ordered.certificates,

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aegis.certs.index import Problem
 from aegis.store.records import CertificateRecord, HostRecord
+from aegis.timefmt import to_text
 
 EXPIRING_WITHIN = timedelta(days=30)
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+iso = to_text  # the certificate object's timestamps: one format everywhere (aegis.timefmt)
 
 
 def status(not_before: datetime, not_after: datetime, now: datetime) -> str:

@@ -68,11 +68,14 @@ class ProxyState:
         self._lock = DeferredLock()
         self.hosts: tuple[HostRecord, ...] = ()
 
-    def publish_hosts(self, hosts: Sequence[HostRecord]) -> None:
-        """Install ``hosts`` in memory now (start-up, or after a reload read them)."""
+    def publish_hosts(
+        self, hosts: Sequence[HostRecord], fallback: LoadedCertificate | None = None
+    ) -> None:
+        """Install ``hosts`` (and a re-issued ``fallback``) in memory now: one rebuild of the
+        selection table, which also re-resolves certificate bindings."""
         self.hosts = tuple(hosts)
         self._router.update(hosts)
-        self._selection.set_hosts(hosts)
+        self._selection.set_hosts(hosts, fallback)
         if self._hosts_changed is not None:
             self._hosts_changed(hosts)
 
@@ -85,12 +88,11 @@ class ProxyState:
         hosts = yield self._store.transact(_hosts)
         yield self._registry.reload()
         names = host_names(hosts)
+        fallback = None
         if names != self._names:
             fallback = yield self._fallback.reissue(names)
             self._names = names
-            self._selection.set_fallback(fallback)
             log.info("proxy fallback certificate re-issued for {count} name(s)",
                      count=len(names))
-        self._selection.certificates_changed()
-        self.publish_hosts(hosts)
+        self.publish_hosts(hosts, fallback)
         log.info("proxy_reloaded hosts={hosts}", hosts=len(hosts), event="proxy_reloaded")

@@ -11,7 +11,6 @@ from typing import Any
 from zope.interface import implementer
 
 from aegis.interfaces import IStoreTransaction
-from aegis.store._timefmt import from_text, to_text
 from aegis.store.errors import Conflict, NotFound
 from aegis.store.records import (
     AcmeChallenge,
@@ -21,6 +20,7 @@ from aegis.store.records import (
     HostRecord,
     IssuanceState,
 )
+from aegis.timefmt import from_text, to_text
 
 _CERT_COLUMNS = (
     "uid", "source", "domains", "chain_pem", "key_sealed", "issuer", "subject", "not_before",

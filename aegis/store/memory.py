@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from zope.interface import implementer
 
 from aegis.interfaces import IStore, IStoreTransaction
-from aegis.store._timefmt import utcnow
 from aegis.store.errors import Conflict, NotFound, StoreError
 from aegis.store.migrations import LATEST_VERSION
 from aegis.store.records import (
@@ -28,6 +27,7 @@ from aegis.store.records import (
     HostRecord,
     IssuanceState,
 )
+from aegis.timefmt import utcnow
 
 T = TypeVar("T")
 

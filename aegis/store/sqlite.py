@@ -30,9 +30,9 @@ from zope.interface import implementer
 from aegis.interfaces import IStore, IStoreTransaction
 from aegis.store._runner import Runner
 from aegis.store._sqlite_txn import SQLiteTransaction
-from aegis.store._timefmt import utcnow
 from aegis.store.errors import SchemaTooNew, StoreBusy, StoreError
 from aegis.store.migrations import LATEST_VERSION, MIGRATIONS
+from aegis.timefmt import utcnow
 
 T = TypeVar("T")
 

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -31,6 +30,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aegis.testing.ports import free_port, wait_for_port
 
 PEBBLE = "pebble"
 CHALLTESTSRV = "pebble-challtestsrv"
@@ -45,23 +46,11 @@ def pebble_available() -> bool:
     return shutil.which(PEBBLE) is not None and shutil.which(CHALLTESTSRV) is not None
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise PebbleError(f"process exited with status {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise PebbleError(f"nothing listening on port {port} in time")
+    try:
+        wait_for_port(port, process, max(0.0, deadline - time.monotonic()))
+    except RuntimeError as exc:
+        raise PebbleError(str(exc)) from None
 
 
 @dataclass

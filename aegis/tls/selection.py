@@ -227,9 +227,14 @@ class SelectionState:
     def current(self) -> SelectionTable:
         return self._table
 
-    def set_hosts(self, hosts: Iterable[HostRecord]) -> None:
-        """Replace the host set (after any host create/update/delete)."""
+    def set_hosts(
+        self, hosts: Iterable[HostRecord], fallback: LoadedCertificate | None = None
+    ) -> None:
+        """Replace the host set (after any host create/update/delete), and the fallback
+        with it when given, in one rebuild. Bound certificates are re-resolved too."""
         self._host_list = tuple(hosts)
+        if fallback is not None:
+            self._fallback = fallback
         self._table = self._build()
 
     def set_fallback(self, fallback: LoadedCertificate) -> None:

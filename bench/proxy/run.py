@@ -17,37 +17,20 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import trustme
+
+from aegis.testing.ports import free_port, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 NGINX_BASE = """
@@ -176,9 +159,9 @@ def main() -> None:
                                 "XDG_DATA_HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp)}),
         }
         try:
-            wait_for(up, procs["upstream"])
+            wait_for_port(up, procs["upstream"])
             for server, port in ports.items():
-                wait_for(port, procs[server])
+                wait_for_port(port, procs[server])
                 wrk(port, 2, args.connections)  # warm up: pools, JIT-less caches, TLS
             results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in ports}
             for _ in range(args.rounds):

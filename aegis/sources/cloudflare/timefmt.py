@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
+from aegis.timefmt import to_text
+
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})\Z"
 )
@@ -40,9 +42,7 @@ def parse_expires_on(text: object) -> datetime:
     return moment.astimezone(UTC)
 
 
-def format_rfc3339(moment: datetime) -> str:
-    """``2041-03-23T00:00:00Z``: the form the admin API answers with."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+format_rfc3339 = to_text  # ``2041-03-23T00:00:00Z``: the form the admin API answers with
 
 
 def format_go(moment: datetime) -> str:

@@ -1,4 +1,5 @@
-"""One textual form for timestamps in storage and in the API: ISO 8601 UTC with ``Z``."""
+"""One textual form for timestamps in storage, the API and messages: ISO 8601 UTC with ``Z``
+(``2041-03-23T00:00:00Z``). Everything that prints a moment calls :func:`to_text`."""
 
 from __future__ import annotations
 
