@@ -1,5 +1,5 @@
 """``python -m aegis`` is the same as the ``aegis`` console script."""
 
-from aegis.cli import main
+from aegis.launch import main
 
 raise SystemExit(main())

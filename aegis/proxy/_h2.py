@@ -64,16 +64,18 @@ class _Stream:
         self.head_sent = True
         if length is not None and status not in (204, 304):
             headers = [*headers, (b"content-length", b"%d" % length)]
-        self.owner.headers(self.id, status, headers, end=not has_body)
+        # With a body to come, the HEADERS frame waits for the first DATA frames (or for
+        # the exchange's flush at the end of this upstream read): one write, one record.
+        self.owner.headers(self.id, status, headers, end=not has_body, write=not has_body)
         if not has_body:
             self.closed = True
 
     def send_data(self, data: bytes) -> None:
         self.pending += data
-        self.owner.flush(self)
+        self.owner.flush(self, write=False)
 
     def flush(self) -> None:
-        pass  # h2 frames are written as they are produced
+        self.owner.write()  # the end of an upstream read: out with what is framed
 
     def send_end(self) -> None:
         if self.closed:
@@ -121,6 +123,7 @@ class H2Connection:
         self.state.initiate_connection()
         self.streams: dict[int, _Stream] = {}
         self._draining = False
+        self._batching = False
         self._write()
         self._update_idle()
 
@@ -134,14 +137,23 @@ class H2Connection:
 
     # -- transport side ---------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
+        """Handle one read; everything it frames (acks, local answers) leaves in one write."""
+        self._batching = True
+        try:
+            self._received(data)
+        finally:
+            self._batching = False
+        self._write()
+        self._update_idle()
+
+    def _received(self, data: bytes) -> None:
         try:
             events = self.state.receive_data(data)
         except H2Error as exc:
             log.info("HTTP/2 protocol error: {error}", error=type(exc).__name__)
             with contextlib.suppress(H2Error):
                 self.state.close_connection(ErrorCodes.PROTOCOL_ERROR)
-            self._write()
-            self.outer._close()
+            self._close()
             return
         for event in events:
             if isinstance(event, RequestReceived):
@@ -159,9 +171,7 @@ class H2Connection:
                     if stream.pending or stream.ending:
                         self.flush(stream)
             elif isinstance(event, ConnectionTerminated):
-                self.outer._close()
-        self._write()
-        self._update_idle()
+                self._close()
 
     def connectionLost(self, reason: Any) -> None:
         for stream_id in list(self.streams):
@@ -182,7 +192,7 @@ class H2Connection:
         self.state.close_connection()
         self._write()
         if not self.streams:
-            self.outer._close()
+            self._close()
 
     # -- requests ---------------------------------------------------------------------------
     def _request(self, stream_id: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
@@ -247,16 +257,18 @@ class H2Connection:
         self._update_idle()
 
     # -- responses --------------------------------------------------------------------------
-    def headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> None:
+    def headers(self, stream_id: int, status: int, headers: Headers, end: bool,
+                write: bool = True) -> None:
         out = [(b":status", b"%d" % status)]
         out += [(name.lower(), value) for name, value in headers]
         try:
             self.state.send_headers(stream_id, out, end_stream=end)
         except H2Error:
             self._cancel(stream_id)
-        self._write()
+        if write:
+            self._write()
 
-    def flush(self, stream: _Stream) -> None:
+    def flush(self, stream: _Stream, write: bool = True) -> None:
         """Send what the flow-control windows allow; pause the upstream past high water."""
         state = self.state
         try:
@@ -274,7 +286,8 @@ class H2Connection:
                 self.forget(stream)
         except H2Error:
             self._cancel(stream.id)
-        self._write()
+        if write:
+            self._write()
         exchange = stream.exchange
         if exchange is None:
             return
@@ -316,10 +329,22 @@ class H2Connection:
     def forget(self, stream: _Stream) -> None:
         self.streams.pop(stream.id, None)
         if self._draining and not self.streams:
-            self.outer._close()
+            self._close()
         self._update_idle()
 
+    def write(self) -> None:
+        """Send every frame h2 has ready (outside a read: inside, the read's end does)."""
+        self._write()
+
     def _write(self) -> None:
+        if self._batching:
+            return
         data = self.state.data_to_send()
         if data:
             self.transport.write(data)
+
+    def _close(self) -> None:
+        """Close after the frames ready now (GOAWAY, last DATA) have been written."""
+        self._batching = False
+        self._write()
+        self.outer._close()

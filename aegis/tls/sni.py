@@ -194,10 +194,15 @@ def https_factory(
 ) -> TimedTLSFactory:
     """The HTTPS listener's protocol factory: SNI selection, policy, handshake deadline.
 
+    Writes are not gathered per reactor turn
+    (:class:`~aegis.tls.transport.DirectTimedTLSProtocol`): the proxy engine writes each
+    response head with its first body bytes, and HTTP/2 batches its frames per read itself.
+
     ``policy.alpn`` is what ALPN offers (``h2`` and ``http/1.1`` by default; pass
     ``TLSPolicy(alpn=(b"http/1.1",))`` while the HTTP layer speaks only HTTP/1.1). The
     protocols of ``wrapped_factory`` find the handshake's outcome with
     :func:`aegis.tls.transport.connection_info` on their transport.
     """
     creator = SNIConnectionCreator(table_source, clock, policy)
-    return TimedTLSFactory(creator, wrapped_factory, clock, handshake_timeout)
+    return TimedTLSFactory(creator, wrapped_factory, clock, handshake_timeout,
+                           gather_writes=False)

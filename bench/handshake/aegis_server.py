@@ -8,6 +8,7 @@ deadline: the real listener's code path) in front of a tiny HTTP/1.1 responder, 
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,10 @@ def loaded(cert_path: str, key_path: str, name: str, cert_id: int | None) -> Loa
 
 
 def main(port: int, cert_path: str, key_path: str, name: str) -> None:
+    if os.environ.get("AEGIS_BENCH_REACTOR", "aegis") == "aegis":
+        from aegis.reactor import install
+
+        install()  # as `aegis run` does; AEGIS_BENCH_REACTOR=epoll measures Twisted's own
     from twisted.internet import reactor
 
     bound = loaded(cert_path, key_path, name, 1)

@@ -186,6 +186,15 @@ def report(results: dict[str, list[tuple[float, float, float]]], args: argparse.
     for server, (rps, p50, p99) in med.items():
         ratio = "-" if server == "aegis" else f"{aegis_rps / rps:.2f}x"
         print(f"| {server} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio} |")
+    # On a shared VM the machine's speed drifts between rounds; the ratio within each round
+    # (all proxies measured back to back) is steadier than the ratio of the medians.
+    print()
+    for server, runs in results.items():
+        if server == "aegis":
+            continue
+        per_round = [a[0] / b[0] for a, b in zip(results["aegis"], runs, strict=True)]
+        print(f"Aegis/{server} per round: " + ", ".join(f"{r:.2f}x" for r in per_round)
+              + f" (median {statistics.median(per_round):.2f}x)")
 
 
 if __name__ == "__main__":

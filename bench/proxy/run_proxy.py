@@ -9,15 +9,21 @@ Prints ``LISTENING <port>`` once bound. With ``--cert``/``--key`` it listens wit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+if __name__ == "__main__" and os.environ.get("AEGIS_BENCH_REACTOR", "aegis") == "aegis":
+    from aegis.reactor import install
+
+    install()  # as `aegis run` does; AEGIS_BENCH_REACTOR=epoll measures Twisted's stock one
 
 from OpenSSL import SSL
 from twisted.internet import reactor
 from twisted.internet.ssl import DefaultOpenSSLContextFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from aegis.proxy import proxy_factory
 from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
+from aegis.tls.transport import TimedTLSFactory
 
 
 def tls_context_factory(cert: str, key: str) -> DefaultOpenSSLContextFactory:
@@ -51,7 +57,9 @@ def main() -> None:
     limits = ProxyLimits(access_log=not args.no_access_log)
     factory = proxy_factory(StaticRouter({}, default=target), reactor, limits)
     if args.cert:
-        factory = TLSMemoryBIOFactory(tls_context_factory(args.cert, args.key), False, factory)
+        # the HTTPS listener's TLS protocol (handshake deadline, writes not gathered)
+        factory = TimedTLSFactory(tls_context_factory(args.cert, args.key),  # type: ignore[arg-type]
+                                  factory, reactor, gather_writes=False)
     listening = reactor.listenTCP(args.port, factory, interface="127.0.0.1")
     sys.stdout.write(f"LISTENING {listening.getHost().port}\n")
     sys.stdout.flush()
