@@ -15,6 +15,7 @@ from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    Logger,
     globalLogBeginner,
     textFileLogObserver,
 )
@@ -67,6 +68,8 @@ def run(options: RunOptions) -> int:
     from twisted.internet import reactor
 
     _start_logging()
+    Logger(namespace="aegis.cli").info(
+        "reactor: {reactor}", reactor=f"{type(reactor).__module__}.{type(reactor).__name__}")
     root = makeService(options, reactor)
     root.privilegedStartService()
     root.startService()

@@ -26,6 +26,14 @@ def test_plugin_is_discoverable() -> None:
     assert makers["aegis"].module == "aegis.tap" or makers["aegis"].module.__name__ == "aegis.tap"
 
 
+def test_reactor_plugin_is_discoverable() -> None:
+    from twisted.application.reactors import IReactorInstaller
+    from twisted.plugin import getPlugins
+
+    installers = {each.shortName: each for each in getPlugins(IReactorInstaller)}
+    assert installers["aegis"].moduleName == "aegis.reactor"
+
+
 def test_no_init_in_twisted_plugins() -> None:
     assert not (ROOT / "twisted" / "__init__.py").exists()
     assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
@@ -102,6 +110,7 @@ def test_run_answers_http_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     finally:
         aegis.kill()
     assert "AEGIS_SSL_KEY is not set" in aegis.text()
+    assert "reactor: aegis.reactor.AegisReactor" in aegis.text()  # installed by aegis.launch
     database = tmp_path / "data" / "aegis.db"
     assert oct(database.stat().st_mode & 0o777) == "0o600"
 
