@@ -117,6 +117,9 @@ def build_tree(
         upstream_timeout=settings.proxy_upstream_timeout,
         header_timeout=settings.proxy_header_timeout,
         keepalive_timeout=settings.proxy_keepalive_timeout,
+        body_idle_timeout=settings.proxy_body_timeout,
+        request_timeout=settings.proxy_request_timeout,
+        via=settings.proxy_via.encode("ascii"),
     ))
     http = GracefulListener(
         listen_endpoint(reactor, settings.http_listen),

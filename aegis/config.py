@@ -76,6 +76,24 @@ def _parse_seconds(value: str) -> float:
     return seconds
 
 
+def _parse_seconds_or_off(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds (0: no limit)") from None
+    if not 0 <= seconds <= 86400:
+        raise ValueError("must be between 0 (no limit) and 86400 seconds")
+    return seconds
+
+
+def _parse_via(value: str) -> str:
+    # RFC 9110 7.6.3: received-by is a pseudonym (a token) when the host is not disclosed.
+    if value and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}", value):
+        raise ValueError("must be empty (no Via) or a token such as aegis (letters, digits, "
+                         "-._~ and similar, at most 64)")
+    return value
+
+
 def _parse_url(value: str) -> str:
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         raise ValueError("must be an http(s) URL")
@@ -151,6 +169,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Seconds a client has to send a complete request head (slowloris guard)."),
     SettingSpec("proxy_keepalive_timeout", "AEGIS_PROXY_KEEPALIVE_TIMEOUT", "75",
                 _parse_seconds, "Seconds an idle client keep-alive connection stays open."),
+    SettingSpec("proxy_body_timeout", "AEGIS_PROXY_BODY_TIMEOUT", "60", _parse_seconds,
+                "Seconds a client may pause while sending a request body."),
+    SettingSpec("proxy_request_timeout", "AEGIS_PROXY_REQUEST_TIMEOUT", "0",
+                _parse_seconds_or_off,
+                "Seconds a client has to send a whole HTTP/1.1 request, head and body "
+                "(0: no limit)."),
+    SettingSpec("proxy_via", "AEGIS_PROXY_VIA", "", _parse_via,
+                "Pseudonym for a Via header on proxied requests and responses, e.g. aegis "
+                "(empty: no Via)."),
     SettingSpec("acme_directory", "AEGIS_ACME_DIRECTORY", LETS_ENCRYPT_PRODUCTION, _parse_url,
                 "ACME directory URL (Let's Encrypt staging: " + LETS_ENCRYPT_STAGING + ")."),
     SettingSpec("acme_email", "AEGIS_ACME_EMAIL", "", _parse_email,
@@ -181,6 +208,9 @@ class Settings:
     proxy_upstream_timeout: float = 60.0
     proxy_header_timeout: float = 10.0
     proxy_keepalive_timeout: float = 75.0
+    proxy_body_timeout: float = 60.0
+    proxy_request_timeout: float = 0.0
+    proxy_via: str = ""
     acme_directory: str = LETS_ENCRYPT_PRODUCTION
     acme_email: str = ""
     acme_ca_bundle: Path | None = None

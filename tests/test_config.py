@@ -50,6 +50,10 @@ def test_command_line_beats_environment() -> None:
         ({"AEGIS_ACME_DIRECTORY": "ftp://x"}, "AEGIS_ACME_DIRECTORY"),
         ({"AEGIS_ACME_EMAIL": "not an email"}, "AEGIS_ACME_EMAIL"),
         ({"AEGIS_ACME_CA_BUNDLE": "/nonexistent/ca.pem"}, "AEGIS_ACME_CA_BUNDLE"),
+        ({"AEGIS_PROXY_REQUEST_TIMEOUT": "-5"}, "AEGIS_PROXY_REQUEST_TIMEOUT"),
+        ({"AEGIS_PROXY_BODY_TIMEOUT": "0"}, "AEGIS_PROXY_BODY_TIMEOUT"),
+        ({"AEGIS_PROXY_VIA": "my proxy"}, "AEGIS_PROXY_VIA"),
+        ({"AEGIS_PROXY_VIA": "a\r\nX-Injected: 1"}, "AEGIS_PROXY_VIA"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
@@ -66,3 +70,11 @@ def test_secret_values_never_echoed() -> None:
     assert "secretsecret" not in str(caught.value)
     settings = Settings.load({}, {"AEGIS_ADMIN_TOKEN": "t" * 32, "AEGIS_SSL_KEY": "ab" * 32})
     assert "t" * 32 not in repr(settings) and "ab" * 32 not in repr(settings)
+
+
+def test_proxy_request_timeout_and_via() -> None:
+    defaults = Settings.load({}, {})
+    assert defaults.proxy_request_timeout == 0.0 and defaults.proxy_via == ""
+    assert defaults.proxy_body_timeout == 60.0
+    chosen = Settings.load({}, {"AEGIS_PROXY_REQUEST_TIMEOUT": "300", "AEGIS_PROXY_VIA": "aegis"})
+    assert chosen.proxy_request_timeout == 300.0 and chosen.proxy_via == "aegis"

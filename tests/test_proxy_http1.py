@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest_twisted
+import contextlib
+import socket
+import time
 
+import pytest_twisted
+from twisted.internet.threads import deferToThread
+
+from aegis.proxy.routing import ProxyLimits
 from tests.test_proxy_support import Seen, UpstreamProtocol, make_rig, raw_exchange
 
 
@@ -171,5 +177,78 @@ async def test_hop_by_hop_response_headers_removed() -> None:
         for gone in (b"x-private", b"keep-alive", b"proxy-authenticate", b"trailer", b"upgrade"):
             assert gone not in head, gone
         assert b"connection: close" in head
+    finally:
+        await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_via_is_off_by_default_and_added_both_ways_when_configured() -> None:
+    rig = make_rig()
+    try:
+        raw = await raw_exchange(
+            rig.port, b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        assert b"\r\nVia:" not in raw
+        assert rig.upstream.seen[0].header(b"via") == []
+    finally:
+        await rig.stop()
+    rig = make_rig(limits=ProxyLimits(via=b"aegis"))
+    try:
+        raw = await raw_exchange(
+            rig.port,
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nVia: 1.0 corp-proxy\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+        head = raw.split(b"\r\n\r\n")[0]
+        assert b"\r\nVia: 1.1 aegis" in head
+        # the client's Via stays first; ours is appended as its own field line
+        assert rig.upstream.seen[0].header(b"via") == [b"1.0 corp-proxy", b"1.1 aegis"]
+    finally:
+        await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_timeout_stops_a_body_trickled_inside_the_idle_timeout() -> None:
+    rig = make_rig(limits=ProxyLimits(body_idle_timeout=5.0, request_timeout=1.0))
+    try:
+
+        def trickle() -> tuple[float, bytes]:
+            start = time.monotonic()
+            got = b""
+            with socket.create_connection(("127.0.0.1", rig.port), timeout=10) as sock:
+                sock.sendall(b"POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n")
+                try:
+                    for _ in range(100):  # one byte every 0.2 s: never idle for 5 s
+                        sock.sendall(b"x")
+                        time.sleep(0.2)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                with contextlib.suppress(ConnectionResetError, TimeoutError):
+                    got = sock.recv(100)
+            return time.monotonic() - start, got
+
+        elapsed, got = await deferToThread(trickle)
+        assert 0.9 < elapsed < 3.0, elapsed  # cut at the 1 s limit (plus the sweep), not 20 s
+        assert not got.startswith(b"HTTP/1.1 200")
+    finally:
+        await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_timeout_leaves_a_prompt_request_and_idle_keepalive_alone() -> None:
+    rig = make_rig(limits=ProxyLimits(request_timeout=0.5, keepalive_timeout=5.0))
+    try:
+
+        def two_requests() -> list[bytes]:
+            answers = []
+            with socket.create_connection(("127.0.0.1", rig.port), timeout=5) as sock:
+                for last in (False, True):
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\n"
+                                 + (b"Connection: close\r\n" if last else b"") + b"\r\n")
+                    answers.append(sock.recv(65536))
+                    time.sleep(1.0)  # idle between requests: the keep-alive timeout applies
+            return answers
+
+        answers = await deferToThread(two_requests)
+        assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
     finally:
         await rig.stop()

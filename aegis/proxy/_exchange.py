@@ -169,7 +169,7 @@ class Exchange:
         self._upstream = upstream
         upstream.begin(self, self.head.method, self._request_done)
         upstream.write(upstream_head(self.head, self._conn, self.forward, self._framing,
-                                     self._length, self._upgrade))
+                                     self._length, self._upgrade, self._limits.via))
         if self._pending:
             pending, self._pending = self._pending, []
             self._body_started = True
@@ -204,7 +204,14 @@ class Exchange:
     # -- ResponseHandler (from the upstream connection) -------------------------------------
     def response_interim(self, status: int, headers: Headers) -> None:
         if not self.finished and self.head.version != "1.0":
-            self.front.send_interim(status, client_response_headers(headers, None))
+            self.front.send_interim(status, self._via(client_response_headers(headers, None)))
+
+    def _via(self, headers: Headers) -> Headers:
+        """Our ``Via`` entry after the upstream's own, when configured (responses from
+        upstreams are HTTP/1.1 here)."""
+        if not self._limits.via:
+            return headers
+        return [*headers, (b"Via", b"1.1 " + self._limits.via)]
 
     def response_head(self, status: int, reason: bytes, headers: Headers,
                       length: int | None, has_body: bool) -> None:
@@ -212,7 +219,8 @@ class Exchange:
         self.status = status
         self._head_sent = True
         self._arm()
-        self.front.send_head(status, reason, client_response_headers(headers, self.forward),
+        self.front.send_head(status, reason,
+                             self._via(client_response_headers(headers, self.forward)),
                              length, has_body)
 
     def response_data(self, data: bytes) -> None:
@@ -243,7 +251,7 @@ class Exchange:
         assert upstream is not None
         self._log()
         self.front.start_tunnel(upstream, status, reason,
-                                client_response_headers(headers, self.forward), rest)
+                                self._via(client_response_headers(headers, self.forward)), rest)
 
     def upstream_failed(self, malformed: bool, got_bytes: bool) -> None:
         if self.finished:

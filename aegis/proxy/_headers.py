@@ -155,8 +155,14 @@ def upstream_head(
     framing: Literal["none", "length", "chunked"],
     content_length: int | None,
     upgrade: bytes | None,
+    via: bytes = b"",
 ) -> bytes:
-    """Serialise the request head for the upstream from parsed fields only."""
+    """Serialise the request head for the upstream from parsed fields only.
+
+    ``via``: when set, a ``Via`` field line naming the protocol the request came in with
+    (``1.1``, ``2``) and this pseudonym follows the client's own ``Via`` lines (RFC 9110
+    7.6.3: separate field lines are the same as one comma-joined value).
+    """
     named = connection_tokens(head.headers)
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     host_value = forward.host_header
@@ -184,6 +190,8 @@ def upstream_head(
         lines, b"X-Forwarded-Host: ", original_host, b"\r\n",
         forwarded, b";host=\"", original_host.replace(b'"', b""), b"\"\r\n",
     ]
+    if via:
+        out += [b"Via: ", head.version.encode("ascii"), b" ", via, b"\r\n"]
     if upgrade is not None:
         out += [b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n"]
     out.append(b"\r\n")

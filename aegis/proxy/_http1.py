@@ -7,7 +7,9 @@ bytes is ever held). Everything ambiguous ends in a 400 and a closed connection.
 
 One read timer covers the connection's states: ``keepalive_timeout`` while idle between
 requests, ``header_timeout`` (absolute, slowloris) from the first byte of a head until it is
-complete, ``body_idle_timeout`` (reset by every read) while a request body arrives.
+complete, ``body_idle_timeout`` (reset by every read) while a request body arrives. While a
+request is being read, ``request_timeout`` (if set) caps both: the whole request, head and
+body, must arrive within it, or the connection is dropped.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Http1Connection(Protocol):
         self._head_out = False
         self._head_size = 0
         self._held = b""
+        self._request_deadline = 0.0
 
     # -- connection lifecycle ---------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -94,6 +97,8 @@ class Http1Connection(Protocol):
         elif not self._in_head:
             self._in_head = True
             self._head_bytes = 0
+            total = self.engine.limits.request_timeout
+            self._request_deadline = self.engine.clock.seconds() + total if total else 0.0
             self._set_timer(self.engine.limits.header_timeout)
         if self._in_head:
             self._head_bytes += len(data)  # raw bound; reset when a head completes
@@ -432,7 +437,10 @@ class Http1Connection(Protocol):
                 self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def _set_timer(self, seconds: float) -> None:
-        self.deadline = self.engine.clock.seconds() + seconds
+        deadline = self.engine.clock.seconds() + seconds
+        if (self._in_head or self._in_body) and self._request_deadline:
+            deadline = min(deadline, self._request_deadline)  # the whole-request limit
+        self.deadline = deadline
 
     def _cancel_timer(self) -> None:
         self.deadline = 0.0

@@ -83,7 +83,7 @@ class UpstreamPool:
         self._creators: dict[tuple[Any, ...], Any] = {}
         shortest = min(limits.header_timeout, limits.keepalive_timeout,
                        limits.body_idle_timeout, limits.upstream_timeout,
-                       limits.upstream_idle_timeout)
+                       limits.upstream_idle_timeout, limits.request_timeout or 3600.0)
         self.sweeper = Sweeper(reactor, max(0.02, min(1.0, shortest / 4)))
 
     def idle_connection(self, forward: Forward) -> UpstreamConnection | None:

@@ -115,6 +115,12 @@ class ProxyLimits:
     max_per_upstream: int = 512
     max_h2_streams: int = 100
     access_log: bool = True
+    # Longest a client may take to send one whole HTTP/1.1 request, head and body
+    # (0: no limit, as nginx and Caddy). The idle timeouts above cannot stop a body
+    # trickled one byte just inside ``body_idle_timeout`` at a time; this can.
+    request_timeout: float = 0.0
+    # RFC 9110 7.6.3 pseudonym for ``Via`` (b"": no Via, as nginx and Caddy by default).
+    via: bytes = b""
 
 
 class StaticRouter:
