@@ -173,7 +173,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Seconds a client may pause while sending a request body."),
     SettingSpec("proxy_request_timeout", "AEGIS_PROXY_REQUEST_TIMEOUT", "0",
                 _parse_seconds_or_off,
-                "Seconds a client has to send a whole HTTP/1.1 request, head and body "
+                "Seconds a client has to send a whole request, head and body "
                 "(0: no limit)."),
     SettingSpec("proxy_via", "AEGIS_PROXY_VIA", "", _parse_via,
                 "Pseudonym for a Via header on proxied requests and responses, e.g. aegis "

@@ -7,6 +7,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -131,3 +132,65 @@ def test_idle_h2_connection_times_out_but_not_while_a_stream_is_open() -> None:
     assert not transport.disconnecting
     clock.advance(2.0)
     assert transport.disconnecting
+
+
+class _ForwardRouter:
+    def route(self, head: RequestHead, conn: ConnectionInfo) -> Forward:
+        return Forward("127.0.0.1", 9)
+
+
+def _upload_stream(limits: ProxyLimits) -> tuple[Any, StringTransport, Any, MemoryReactorClock]:
+    from aegis.proxy._http1 import Http1Connection
+
+    clock = MemoryReactorClock()
+    proto = Http1Connection(ProxyEngine(_ForwardRouter(), clock, limits))
+    transport = _TLSLikeTransport()
+    proto.makeConnection(transport)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.send_headers(1, [(":method", "POST"), (":path", "/up"), (":scheme", "https"),
+                            (":authority", "app.test")])
+    _exchange(proto, transport, client)
+    # The upstream connection the exchange asked for: connected, silent, never answering.
+    (_, _, factory, _, _), = clock.tcpClients
+    upstream = factory.buildProtocol(None)
+    upstream.makeConnection(StringTransport())
+    return proto, transport, client, clock
+
+
+def _resets(proto: Any, transport: StringTransport, client: Any) -> list[Any]:
+    return [e for e in _exchange(proto, transport, client)
+            if isinstance(e, h2.events.StreamReset)]
+
+
+def test_h2_request_body_idle_timeout_resets_the_stream() -> None:
+    proto, transport, client, clock = _upload_stream(ProxyLimits(body_idle_timeout=2.0))
+    for _ in range(3):  # DATA every second keeps the stream alive past 2 s
+        client.send_data(1, b"x")
+        assert _resets(proto, transport, client) == []
+        clock.advance(1.0)
+    clock.advance(2.5)  # then silence: reset
+    resets = _resets(proto, transport, client)
+    assert [(r.stream_id, r.error_code) for r in resets] == [(1, h2.errors.ErrorCodes.CANCEL)]
+
+
+def test_h2_request_timeout_caps_a_trickled_body() -> None:
+    proto, transport, client, clock = _upload_stream(
+        ProxyLimits(body_idle_timeout=5.0, request_timeout=3.0))
+    resets: list[Any] = []
+    for _ in range(3):  # one byte a second: never idle for 5 s
+        client.send_data(1, b"x")
+        resets += _resets(proto, transport, client)
+        clock.advance(1.0)
+    assert resets == []
+    clock.advance(1.0)  # past the 3 s cap on the whole body
+    resets = _resets(proto, transport, client)
+    assert [r.stream_id for r in resets] == [1]
+
+
+def test_h2_finished_request_body_stops_the_timer() -> None:
+    proto, transport, client, clock = _upload_stream(ProxyLimits(body_idle_timeout=2.0))
+    client.send_data(1, b"x", end_stream=True)
+    _exchange(proto, transport, client)
+    clock.advance(10.0)  # waiting for the upstream now: its own timeout, not the body's
+    assert _resets(proto, transport, client) == []

@@ -52,6 +52,40 @@ class _Stream:
         self.reading_paused = False
         self.unacked = 0
         self.closed = False
+        self.deadline = 0.0  # request-body timer (the engine's sweeper); 0: not running
+        self._request_deadline = 0.0
+
+    # The request-body timeouts, as for HTTP/1.1: ``body_idle_timeout`` between DATA frames
+    # (not while we hold the client back), capped by ``request_timeout`` for the whole body.
+    def start_body_timer(self) -> None:
+        limits, clock = self.owner.engine.limits, self.owner.engine.clock
+        if limits.request_timeout:
+            self._request_deadline = clock.seconds() + limits.request_timeout
+        self._arm_body_timer()
+        self.owner.engine.pool.sweeper.watch(self)
+
+    def _arm_body_timer(self) -> None:
+        limits, now = self.owner.engine.limits, self.owner.engine.clock.seconds()
+        idle = 0.0 if self.reading_paused else now + limits.body_idle_timeout
+        candidates = [d for d in (idle, self._request_deadline) if d]
+        self.deadline = min(candidates) if candidates else 0.0
+
+    def body_progress(self) -> None:
+        if self.deadline or self._request_deadline:
+            self._arm_body_timer()
+
+    def stop_body_timer(self) -> None:
+        self.deadline = self._request_deadline = 0.0
+        self.owner.engine.pool.sweeper.unwatch(self)
+
+    def expired(self) -> None:
+        """The request body stalled or took too long: reset the stream, drop the upstream."""
+        self.stop_body_timer()
+        log.info("HTTP/2 stream {id}: request body timed out; stream reset", id=self.id)
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.cancel()
+        self.owner.reset(self, ErrorCodes.CANCEL)
 
     # Front
     def send_interim(self, status: int, headers: Headers) -> None:
@@ -94,9 +128,11 @@ class _Stream:
 
     def pause_reading(self) -> None:
         self.reading_paused = True
+        self.body_progress()  # the idle part pauses while we hold the client back
 
     def resume_reading(self) -> None:
         self.reading_paused = False
+        self.body_progress()
         if self.unacked:
             unacked, self.unacked = self.unacked, 0
             self.owner.ack(self, unacked)
@@ -162,6 +198,8 @@ class H2Connection:
                 self._data(event.stream_id, event.data, event.flow_controlled_length)
             elif isinstance(event, StreamEnded):
                 stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.stop_body_timer()
                 if stream is not None and stream.exchange is not None:
                     stream.exchange.request_end()
             elif isinstance(event, StreamReset):
@@ -234,6 +272,8 @@ class H2Connection:
                                        self.engine.limits, head, self.info, decision,
                                        framing, length)
             stream.exchange.start()  # END_STREAM arrives as its own StreamEnded event
+            if not ended:
+                stream.start_body_timer()
         else:
             self.local(stream, decision, head.method == b"HEAD")
             if self.engine.limits.access_log:
@@ -245,6 +285,7 @@ class H2Connection:
             self.state.acknowledge_received_data(flow, stream_id)
             return
         stream.exchange.request_data(data)
+        stream.body_progress()
         if stream.reading_paused:
             stream.unacked += flow
         else:
@@ -252,6 +293,8 @@ class H2Connection:
 
     def _cancel(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.stop_body_timer()
         if stream is not None and stream.exchange is not None:
             stream.exchange.cancel()
         self._update_idle()
@@ -313,6 +356,7 @@ class H2Connection:
         self.flush(stream)
 
     def reset(self, stream: _Stream, code: ErrorCodes) -> None:
+        stream.stop_body_timer()
         with contextlib.suppress(H2Error):
             self.state.reset_stream(stream.id, code)
         self.streams.pop(stream.id, None)
@@ -327,6 +371,7 @@ class H2Connection:
         self._write()
 
     def forget(self, stream: _Stream) -> None:
+        stream.stop_body_timer()
         self.streams.pop(stream.id, None)
         if self._draining and not self.streams:
             self._close()

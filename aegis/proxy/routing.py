@@ -115,7 +115,7 @@ class ProxyLimits:
     max_per_upstream: int = 512
     max_h2_streams: int = 100
     access_log: bool = True
-    # Longest a client may take to send one whole HTTP/1.1 request, head and body
+    # Longest a client may take to send one whole request, head and body (HTTP/2: per stream)
     # (0: no limit, as nginx and Caddy). The idle timeouts above cannot stop a body
     # trickled one byte just inside ``body_idle_timeout`` at a time; this can.
     request_timeout: float = 0.0
