@@ -37,6 +37,21 @@ async def test_refused_upstream_is_502_within_a_second() -> None:
         await rig.stop()
 
 
+@pytest_twisted.ensureDeferred
+async def test_error_pages_carry_the_hosts_response_headers() -> None:
+    # The hosts layer puts HSTS into a forward's response headers for HTTPS: Aegis's own
+    # 502 for that host must carry it too, like every proxied response does.
+    hsts = (b"Strict-Transport-Security", b"max-age=31536000")
+    rig = make_rig(forward_port=free_port(), response_headers=[hsts])
+    try:
+        raw = await raw_exchange(rig.port, GET % b"x")
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 502 ")
+        assert b"\r\nStrict-Transport-Security: max-age=31536000" in head
+    finally:
+        await rig.stop()
+
+
 def _stall(proto: UpstreamProtocol, seen: Seen) -> None:
     if seen.path == b"/slowbody":
         proto.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")

@@ -15,6 +15,7 @@ side after it (never a truncated response that looks complete).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Literal, Protocol
 
@@ -60,7 +61,8 @@ class Front(Protocol):
     def send_data(self, data: bytes) -> None: ...
     def flush(self) -> None: ...
     def send_end(self) -> None: ...
-    def send_error(self, status: int) -> None: ...
+    def send_error(self, status: int,
+                   headers: Sequence[tuple[bytes, bytes]] = ()) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def start_tunnel(self, upstream: UpstreamConnection, status: int, reason: bytes,
@@ -280,7 +282,8 @@ class Exchange:
         self.finished = True
         self._disarm()
         self.status = status if not self._head_sent else 0
-        self.front.send_error(status)
+        # the host's own response headers (HSTS on HTTPS) belong on our error pages too
+        self.front.send_error(status, self.forward.response_headers)
         self._log()
 
     def _log(self) -> None:

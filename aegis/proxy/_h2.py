@@ -12,6 +12,7 @@ Built on the ``h2`` state machine directly. Flow control carries back-pressure e
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from h2.config import H2Configuration
@@ -118,13 +119,13 @@ class _Stream:
         self.ending = True
         self.owner.flush(self)
 
-    def send_error(self, status: int) -> None:
+    def send_error(self, status: int, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         if self.head_sent:
             self.owner.reset(self, ErrorCodes.INTERNAL_ERROR)
             return
         body = error_body(status)
         self.owner.local(self, LocalResponse(
-            status, [(b"content-type", b"text/plain; charset=utf-8")], body))
+            status, [(b"content-type", b"text/plain; charset=utf-8"), *headers], body))
 
     def pause_reading(self) -> None:
         self.reading_paused = True

@@ -15,6 +15,7 @@ body, must arrive within it, or the connection is dropped.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import httptools
@@ -364,7 +365,7 @@ class Http1Connection(Protocol):
             return
         self._finished_exchange()
 
-    def send_error(self, status: int) -> None:
+    def send_error(self, status: int, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         request = self._active
         if request is None or self._closed:
             return
@@ -379,7 +380,8 @@ class Http1Connection(Protocol):
         request.exchange = None
         request.discard = True
         self._local(request.head, LocalResponse(
-            status, [(b"content-type", b"text/plain; charset=utf-8")], error_body(status)))
+            status, [(b"content-type", b"text/plain; charset=utf-8"), *headers],
+            error_body(status)))
         self._close()
 
     def pause_reading(self) -> None:
