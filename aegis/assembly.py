@@ -96,6 +96,8 @@ def build_tree(
     selection = SelectionState(registry, local.authority.proxy, acme.manager, hosts)
 
     def https_port() -> int | None:
+        if settings.public_https_port is not None:
+            return settings.public_https_port  # what clients dial, e.g. behind -p 443:8443
         bound = https.port()
         return getattr(bound.getHost(), "port", None) if bound is not None else None
 

@@ -94,6 +94,14 @@ def _parse_via(value: str) -> str:
     return value
 
 
+def _parse_public_port(value: str) -> int | None:
+    if value == "":
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError("must be empty (the HTTPS listener's own port) or a port 1-65535")
+    return int(value)
+
+
 def _parse_url(value: str) -> str:
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         raise ValueError("must be an http(s) URL")
@@ -167,6 +175,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Seconds an upstream may stay silent before answering 504."),
     SettingSpec("proxy_header_timeout", "AEGIS_PROXY_HEADER_TIMEOUT", "10", _parse_seconds,
                 "Seconds a client has to send a complete request head (slowloris guard)."),
+    SettingSpec("public_https_port", "AEGIS_PUBLIC_HTTPS_PORT", "", _parse_public_port,
+                "Port that HTTP-to-HTTPS redirects name, when clients reach the HTTPS listener "
+                "through another port (Docker -p 443:8443, a load balancer). Empty: the "
+                "listener's own; 443 is left out of the URL."),
     SettingSpec("proxy_keepalive_timeout", "AEGIS_PROXY_KEEPALIVE_TIMEOUT", "75",
                 _parse_seconds, "Seconds an idle client keep-alive connection stays open."),
     SettingSpec("proxy_body_timeout", "AEGIS_PROXY_BODY_TIMEOUT", "60", _parse_seconds,
@@ -207,6 +219,7 @@ class Settings:
     proxy_connect_timeout: float = 5.0
     proxy_upstream_timeout: float = 60.0
     proxy_header_timeout: float = 10.0
+    public_https_port: int | None = None
     proxy_keepalive_timeout: float = 75.0
     proxy_body_timeout: float = 60.0
     proxy_request_timeout: float = 0.0

@@ -53,6 +53,8 @@ def test_command_line_beats_environment() -> None:
         ({"AEGIS_PROXY_REQUEST_TIMEOUT": "-5"}, "AEGIS_PROXY_REQUEST_TIMEOUT"),
         ({"AEGIS_PROXY_BODY_TIMEOUT": "0"}, "AEGIS_PROXY_BODY_TIMEOUT"),
         ({"AEGIS_PROXY_VIA": "my proxy"}, "AEGIS_PROXY_VIA"),
+        ({"AEGIS_PUBLIC_HTTPS_PORT": "70000"}, "AEGIS_PUBLIC_HTTPS_PORT"),
+        ({"AEGIS_PUBLIC_HTTPS_PORT": "https"}, "AEGIS_PUBLIC_HTTPS_PORT"),
         ({"AEGIS_PROXY_VIA": "a\r\nX-Injected: 1"}, "AEGIS_PROXY_VIA"),
     ],
 )
@@ -78,3 +80,8 @@ def test_proxy_request_timeout_and_via() -> None:
     assert defaults.proxy_body_timeout == 60.0
     chosen = Settings.load({}, {"AEGIS_PROXY_REQUEST_TIMEOUT": "300", "AEGIS_PROXY_VIA": "aegis"})
     assert chosen.proxy_request_timeout == 300.0 and chosen.proxy_via == "aegis"
+
+
+def test_public_https_port() -> None:
+    assert Settings.load({}, {}).public_https_port is None
+    assert Settings.load({}, {"AEGIS_PUBLIC_HTTPS_PORT": "443"}).public_https_port == 443

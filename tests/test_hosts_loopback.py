@@ -11,6 +11,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -266,3 +267,24 @@ def test_unknown_host_and_deleted_host_are_404(world: dict[str, Any]) -> None:
     assert admin.call("GET", f"/hosts/{host['id']}")[0] == 404
 
 
+
+
+def test_public_https_port_names_the_port_clients_dial(tmp_path: Path) -> None:
+    """Behind port mapping (Docker ``-p 443:8443``) redirects must name the public port,
+    not the listener's; 443 is left out of the URL."""
+    aegis = AegisProcess(tmp_path, env={"AEGIS_PUBLIC_HTTPS_PORT": "443",
+                                        "AEGIS_ACME_DIRECTORY": "https://127.0.0.1:9/dir"})
+    aegis.start(expect=("HTTP listener", "HTTPS listener", "admin listener"))
+    try:
+        status, _ = Admin(aegis).call("POST", "/hosts", {
+            "domain": "mapped.example.com", "upstream": "http://127.0.0.1:9",
+            "force_https": True,
+        })
+        assert status == 201
+        plain = http.client.HTTPConnection("127.0.0.1", aegis.ports["HTTP listener"], timeout=10)
+        plain.request("GET", "/x?y", headers={"Host": "mapped.example.com"})
+        response = plain.getresponse()
+        assert response.status == 301
+        assert response.getheader("Location") == "https://mapped.example.com/x?y"
+    finally:
+        assert aegis.stop() == 0
