@@ -195,3 +195,35 @@ def test_zz_no_response_ever_contained_key_material() -> None:
     assert len(BODIES) > 50 and len(SECRETS) > 10
     for payload in BODIES:
         assert_no_secret(payload)
+
+
+def test_full_disk_on_upload_and_replace_is_507_and_the_old_pair_serves(
+    api: Api, ca: trustme.CA
+) -> None:
+    """ACCEPTANCE 34: a full disk during an upload or a replacement (renewal) → a clear
+    error; the previous pair is intact and still served."""
+    if api.path is None:
+        pytest.skip("the memory store has no disk")
+    from tests.test_store_sqlite import fill_database
+
+    pair = trustme_pair(ca, "app.example.com")
+    created = api.upload(pair)
+    fill_database(api.store, to_the_brim=True)
+    # larger than the stored P-256 pair: an RSA leaf under three intermediates
+    deep = ca.create_child_ca().create_child_ca().create_child_ca()
+    renewed = trustme_pair(deep, "app.example.com", rsa_key=True)
+    for method, path in (("POST", "/api/v1/certificates"),
+                         ("PUT", f"/api/v1/certificates/{created['id']}")):
+        code, body = api.call(method, path,
+                              {"cert_pem": renewed.cert_pem, "key_pem": renewed.key_pem})
+        assert code == 507, body
+        assert error(body) == {
+            "code": "storage_full", "field": None,
+            "message": "the disk holding the database is full; nothing was changed",
+        }
+    code, listed = api.call("GET", "/api/v1/certificates")
+    assert [c["id"] for c in listed] == [created["id"]]
+    code, shown = api.call("GET", f"/api/v1/certificates/{created['id']}")
+    assert shown["fingerprint_sha256"] == created["fingerprint_sha256"]
+    served = api.registry.by_id(created["id"])
+    assert served is not None and pem(served.leaf) == pair.chain[0]

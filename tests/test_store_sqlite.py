@@ -16,7 +16,7 @@ import pytest
 import pytest_twisted
 
 from aegis.store._runner import StoreThread, immediate_runner
-from aegis.store.errors import SchemaTooNew, StoreBusy
+from aegis.store.errors import SchemaTooNew, StoreBusy, StoreFull
 from aegis.store.sqlite import SQLiteStore
 from tests.helpers import certificate_fields
 
@@ -78,6 +78,52 @@ def test_foreign_keys_enforced_by_database(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("INSERT INTO host_names (name, host_id) VALUES ('x', 12345)")
     db.close()
+
+
+def fill_database(store: SQLiteStore, *, to_the_brim: bool = False) -> None:
+    """Cap the database at its current size (SQLite's max_page_count): a write that needs
+    a new page fails with SQLITE_FULL, as on a full disk. ``to_the_brim`` also uses up the
+    free room left in the existing pages, so any write that grows the database fails."""
+
+    def cap(txn: object) -> None:
+        db = txn._db  # type: ignore[attr-defined]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+
+    store.transact_blocking(cap)
+    if to_the_brim:
+        count = 0
+        for size in (16384, 1024, 64, 8):
+            while True:
+                count += 1
+                name, value = f"filler-{count}", "x" * size
+                try:
+                    store.transact_blocking(
+                        lambda txn, name=name, value=value: txn.set_setting(name, value))
+                except StoreFull:
+                    break
+
+
+def test_full_disk_is_store_full_and_changes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore.open(tmp_path / "aegis.db", immediate_runner)
+    try:
+        kept = store.transact_blocking(lambda txn: txn.add_certificate(certificate_fields()))
+        fill_database(store)
+        big = certificate_fields(domains=("big.example.com",), sealed=b"\x01" * 2_000_000)
+        with pytest.raises(StoreFull) as caught:
+            store.transact_blocking(lambda txn: (txn.set_setting("marker", "x"),
+                                                 txn.add_certificate(big)))
+        assert "full" in str(caught.value) and "nothing was changed" in str(caught.value)
+        # rolled back as a whole: the setting written before the failing insert is gone too
+        assert store.transact_blocking(lambda txn: txn.get_setting("marker")) is None
+        records = store.transact_blocking(lambda txn: txn.list_certificates())
+        assert [r.id for r in records] == [kept.id]
+        # and the store still works once there is room again
+        store.transact_blocking(lambda txn: txn._db.execute(  # type: ignore[attr-defined]
+            "PRAGMA max_page_count = 1073741823"))
+        store.transact_blocking(lambda txn: txn.add_certificate(big))
+    finally:
+        store.close()
 
 
 @pytest_twisted.inlineCallbacks

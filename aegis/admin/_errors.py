@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aegis.store.errors import Conflict, NotFound, StoreBusy, StoreError
+from aegis.store.errors import Conflict, NotFound, StoreBusy, StoreError, StoreFull
 
 
 @dataclass(eq=False)
@@ -55,11 +55,15 @@ def invalid(field_name: str | None, message: str, code: str = "invalid_field",
 
 
 def from_store_error(error: StoreError) -> ApiError:
-    """Map :mod:`aegis.store.errors` to HTTP: NotFound 404, Conflict 409, StoreBusy 503."""
+    """Map :mod:`aegis.store.errors` to HTTP: NotFound 404, Conflict 409, StoreBusy 503,
+    StoreFull 507 (Insufficient Storage)."""
     if isinstance(error, NotFound):
         return ApiError(404, "not_found", str(error))
     if isinstance(error, Conflict):
         return ApiError(409, "conflict", str(error), error.field)
+    if isinstance(error, StoreFull):
+        return ApiError(507, "storage_full",
+                        "the disk holding the database is full; nothing was changed")
     if isinstance(error, StoreBusy):
         return ApiError(
             503, "store_busy", "the database is busy; retry shortly",

@@ -13,6 +13,11 @@ class StoreBusy(StoreError):
     retry_after_seconds = 1
 
 
+class StoreFull(StoreError):
+    """The disk (or the database's size limit) is full. The transaction was rolled back,
+    so every stored record is as it was before (507)."""
+
+
 class NotFound(StoreError):
     """No record of that kind with that id (404)."""
 

@@ -25,16 +25,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from aegis.interfaces import IStore, IStoreTransaction
 from aegis.store._runner import Runner
 from aegis.store._sqlite_txn import SQLiteTransaction
-from aegis.store.errors import SchemaTooNew, StoreBusy, StoreError
+from aegis.store.errors import SchemaTooNew, StoreBusy, StoreError, StoreFull
 from aegis.store.migrations import LATEST_VERSION, MIGRATIONS
 from aegis.timefmt import utcnow
 
 T = TypeVar("T")
+log = Logger()
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 
@@ -42,6 +44,26 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 def _is_busy(error: sqlite3.OperationalError) -> bool:
     text = str(error).lower()
     return "locked" in text or "busy" in text
+
+
+def _operational(error: sqlite3.OperationalError) -> StoreError:
+    """The store error for an ``OperationalError`` (the transaction is already undone)."""
+    if _is_busy(error):
+        return StoreBusy("the database is locked by another writer; retry")
+    if "full" in str(error).lower():  # SQLITE_FULL: "database or disk is full"
+        return StoreFull("the disk holding the database is full; nothing was changed")
+    return StoreError(f"database error: {error}")
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo the open transaction. SQLite has already rolled back by itself after some
+    errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM): a second ROLLBACK would raise
+    "no transaction is active" and hide the real error."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.failure("ROLLBACK failed")
 
 
 def ensure_private_directory(path: Path) -> None:
@@ -157,23 +179,19 @@ class SQLiteStore:
         try:
             result = work(SQLiteTransaction(db, self._now))
         except sqlite3.OperationalError as exc:
-            db.execute("ROLLBACK")
-            if _is_busy(exc):
-                raise StoreBusy("the database is locked by another writer; retry") from None
-            raise StoreError(f"database error: {exc}") from None
+            _rollback(db)
+            raise _operational(exc) from None
         except sqlite3.DatabaseError as exc:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise StoreError(f"database error: {exc}") from None
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         try:
             db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            db.execute("ROLLBACK")
-            if _is_busy(exc):
-                raise StoreBusy("the database is locked by another writer; retry") from None
-            raise StoreError(f"database error: {exc}") from None
+            _rollback(db)
+            raise _operational(exc) from None
         return result
 
     def transact(self, work: Callable[[IStoreTransaction], T]) -> Deferred[T]:
