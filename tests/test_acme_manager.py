@@ -8,7 +8,9 @@ the per-name state and the named events.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +28,9 @@ from aegis.sources.acme.account import StoreAccountBook, load_or_create_account_
 from aegis.sources.acme.http01 import ChallengeResponder
 from aegis.sources.acme.issuer import AcmeIssuer
 from aegis.sources.acme.manager import RETRY_INTERVALS, IssuanceManager
+from aegis.store._runner import immediate_runner
 from aegis.store.records import HostFields
+from aegis.store.sqlite import SQLiteStore
 from tests.test_acme_fakeca import BASE, Rig, Scripted, drive, make_rig
 
 
@@ -296,3 +300,33 @@ def test_host_created_later_is_ordered_without_a_handshake() -> None:
     drive(world.rig, manager.hosts_changed())
     world.settle()
     assert [c.domains for c in world.certificates()] == [("late.example.com",)]
+
+
+@pytest.mark.timeout(30)  # the bug this guards against is a tight retry loop: a hang
+def test_a_store_that_cannot_record_the_attempt_backs_off_in_memory(tmp_path: Path) -> None:
+    """ACCEPTANCE 34 for renewals: when the store cannot record an attempt (a full disk, a
+    failing one), the failure and its backoff live in memory, so the schedule waits as it
+    would have instead of retrying in a tight loop."""
+    world = World()
+    world.rig = replace(world.rig, store=SQLiteStore.open(tmp_path / "aegis.db",
+                                                          immediate_runner))
+    world.add_host("full.example.com")
+    manager = world.boot(start=False)
+    # Fault injection inside SQLite itself: every write of an issuance state fails.
+    def break_writes(txn: Any) -> None:
+        for verb in ("INSERT", "UPDATE"):
+            txn._db.execute(f"CREATE TRIGGER no_{verb} BEFORE {verb} ON issuance_state "
+                            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+
+    world.rig.store.transact_blocking(break_writes)
+    drive(world.rig, manager.startService())
+    world.settle(2.0)
+    state = manager.state("full.example.com")
+    assert state is not None and state.status == "failed", state
+    assert state.last_error is not None and "database" in state.last_error
+    assert state.next_attempt_at is not None and state.failures == 1
+    world.settle(30.0)  # within the first retry interval (60 s): nothing more happens
+    assert manager.state("full.example.com") == state
+    assert manager.orders_started == 0 and world.certificates() == []
+    drive(world.rig, manager.stopService())
+    world.rig.store.close()

@@ -111,18 +111,29 @@ def finish_failure(
     not_before: datetime | None,
 ) -> IssuanceState:
     """Record a failure and when the next attempt may start (backoff, or the CA's wait)."""
-    state = txn.get_issuance_state(name) or IssuanceState(name=name)
+    state = failed_state(txn.get_issuance_state(name) or IssuanceState(name=name),
+                         error, now, retry_intervals, not_before)
+    txn.put_issuance_state(state)
+    return state
+
+
+def failed_state(
+    state: IssuanceState,
+    error: str,
+    now: datetime,
+    retry_intervals: Sequence[float],
+    not_before: datetime | None = None,
+) -> IssuanceState:
+    """``state`` after one more failure: the backoff step, or the CA's wait if later."""
     failures = state.failures + 1
     delay = retry_intervals[min(failures, len(retry_intervals)) - 1]
     next_attempt = now + timedelta(seconds=math.ceil(delay))
     if not_before is not None:
         next_attempt = max(next_attempt, not_before)
-    state = replace(
+    return replace(
         state, status="failed", failures=failures, last_error=error,
         next_attempt_at=_ceil_second(next_attempt),
     )
-    txn.put_issuance_state(state)
-    return state
 
 
 class StoreOrderJournal:

@@ -40,6 +40,7 @@ from aegis.interfaces import ICertificateIssuer, IOnDemandIssuance, IStore
 from aegis.names import InvalidHostname, normalise
 from aegis.sources.acme._state import (
     begin_attempt,
+    failed_state,
     finish_failure,
     finish_success,
     renewal_time,
@@ -199,9 +200,15 @@ class IssuanceManager(Service):
     async def _run(self, name: str) -> None:
         now = self.now()
         wrapper, kind = self._wrapper, self._key_kind
-        key, state = await self._store.transact(
-            lambda txn: begin_attempt(txn, wrapper, name, now, kind)
-        )
+        try:
+            key, state = await self._store.transact(
+                lambda txn: begin_attempt(txn, wrapper, name, now, kind)
+            )
+        except CancelledError:
+            raise
+        except Exception as exc:  # the store cannot record the attempt (disk full, ...)
+            self._failed_unrecorded(name, _error_text(exc), now, None)
+            return
         self._states[name] = state
         renewing = state.certificate_id is not None
         self.orders_started += 1
@@ -222,13 +229,17 @@ class IssuanceManager(Service):
                 seconds = max(0.0, exc.retry_at - self._reactor.seconds())
                 wait_until = failed + timedelta(seconds=math.ceil(seconds))
             error, retry = _error_text(exc), self._retry
-            state = await self._store.transact(
-                lambda txn: finish_failure(txn, name, error, failed, retry, wait_until)
-            )
+            try:
+                state = await self._store.transact(
+                    lambda txn: finish_failure(txn, name, error, failed, retry, wait_until)
+                )
+            except CancelledError:
+                raise
+            except Exception:
+                self._failed_unrecorded(name, error, failed, wait_until)
+                return
             self._states[name] = state
-            log.warn("cert_failed name={name} failures={failures} next_attempt_at={next} "
-                     "error={error}", event="cert_failed", name=name, failures=state.failures,
-                     next=state.next_attempt_at, error=state.last_error)
+            self._log_failure(state)
             return
         self._states[name] = state
         event = "cert_renewed" if renewing else "cert_obtained"
@@ -239,6 +250,21 @@ class IssuanceManager(Service):
             await maybeDeferred(self._reload)
         except Exception:
             log.failure("reload after {name} failed", name=name)
+
+    def _failed_unrecorded(self, name: str, error: str, when: datetime,
+                           not_before: datetime | None) -> None:
+        """A failure the store could not record (disk full): keep the backoff in memory,
+        so the schedule waits as it would have, instead of ordering again at once."""
+        previous = self._states.get(name) or IssuanceState(name=name)
+        state = failed_state(previous, error, when, self._retry, not_before)
+        self._states[name] = state
+        self._log_failure(state)
+
+    @staticmethod
+    def _log_failure(state: IssuanceState) -> None:
+        log.warn("cert_failed name={name} failures={failures} next_attempt_at={next} "
+                 "error={error}", event="cert_failed", name=state.name,
+                 failures=state.failures, next=state.next_attempt_at, error=state.last_error)
 
     # the timer
 
