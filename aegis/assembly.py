@@ -98,8 +98,7 @@ def build_tree(
     def https_port() -> int | None:
         if settings.public_https_port is not None:
             return settings.public_https_port  # what clients dial, e.g. behind -p 443:8443
-        bound = https.port()
-        return getattr(bound.getHost(), "port", None) if bound is not None else None
+        return https.port_number()
 
     router = HostRouter(selection, https_port, acme.responder, now)
 

@@ -20,6 +20,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python import usage
+from twisted.python.reflect import qual
 
 from aegis import __version__
 from aegis.config import ConfigError, Settings
@@ -68,8 +69,7 @@ def run(options: RunOptions) -> int:
     from twisted.internet import reactor
 
     _start_logging()
-    Logger(namespace="aegis.cli").info(
-        "reactor: {reactor}", reactor=f"{type(reactor).__module__}.{type(reactor).__name__}")
+    Logger(namespace="aegis.cli").info("reactor: {reactor}", reactor=qual(type(reactor)))
     root = makeService(options, reactor)
     root.privilegedStartService()
     root.startService()

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,23 +67,16 @@ def _parse_token(value: str) -> str:
     return value
 
 
-def _parse_seconds(value: str) -> float:
+def _parse_seconds(value: str, off: bool = False, most: float = 3600) -> float:
+    """Seconds in (0, ``most``]; with ``off``, 0 is allowed too and means "no limit"."""
+    zero = " (0: no limit)" if off else ""
     try:
         seconds = float(value)
     except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if not 0 < seconds <= 3600:
-        raise ValueError("must be between 0 and 3600 seconds")
-    return seconds
-
-
-def _parse_seconds_or_off(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError("must be a number of seconds (0: no limit)") from None
-    if not 0 <= seconds <= 86400:
-        raise ValueError("must be between 0 (no limit) and 86400 seconds")
+        raise ValueError(f"must be a number of seconds{zero}") from None
+    lowest_ok = seconds >= 0 if off else seconds > 0
+    if not lowest_ok or seconds > most:
+        raise ValueError(f"must be between 0 and {most:g} seconds{zero}")
     return seconds
 
 
@@ -184,7 +178,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("proxy_body_timeout", "AEGIS_PROXY_BODY_TIMEOUT", "60", _parse_seconds,
                 "Seconds a client may pause while sending a request body."),
     SettingSpec("proxy_request_timeout", "AEGIS_PROXY_REQUEST_TIMEOUT", "0",
-                _parse_seconds_or_off,
+                partial(_parse_seconds, off=True, most=86400),
                 "Seconds a client has to send a whole request, head and body "
                 "(0: no limit)."),
     SettingSpec("proxy_via", "AEGIS_PROXY_VIA", "", _parse_via,

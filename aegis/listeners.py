@@ -127,6 +127,11 @@ class GracefulListener(Service):
         """The listening port once bound (tests read the ephemeral port number from it)."""
         return self._port
 
+    def port_number(self) -> int | None:
+        """The bound TCP port number (``tcp:0`` included), or None before binding or for
+        a socket without one (``unix:``)."""
+        return getattr(self._port.getHost(), "port", None) if self._port is not None else None
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._port is None:

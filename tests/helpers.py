@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from aegis.store.errors import StoreFull
 from aegis.store.records import CertificateFields, HostFields
+from aegis.store.sqlite import SQLiteStore
 
 
 def certificate_fields(
@@ -37,3 +39,27 @@ def host_fields(domain: str = "app.example.com", **changes: object) -> HostField
     values: dict[str, object] = {"domain": domain, "upstream": "http://127.0.0.1:3000"}
     values.update(changes)
     return HostFields(**values)  # type: ignore[arg-type]
+
+
+def fill_database(store: SQLiteStore, *, to_the_brim: bool = False) -> None:
+    """Cap the database at its current size (SQLite's max_page_count): a write that needs
+    a new page fails with SQLITE_FULL, as on a full disk. ``to_the_brim`` also uses up the
+    free room left in the existing pages, so any write that grows the database fails."""
+
+    def cap(txn: object) -> None:
+        db = txn._db  # type: ignore[attr-defined]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+
+    store.transact_blocking(cap)
+    if to_the_brim:
+        count = 0
+        for size in (16384, 1024, 64, 8):
+            while True:
+                count += 1
+                name, value = f"filler-{count}", "x" * size
+                try:
+                    store.transact_blocking(
+                        lambda txn, name=name, value=value: txn.set_setting(name, value))
+                except StoreFull:
+                    break

@@ -11,6 +11,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.helpers import fill_database
 from tests.test_certs_api_harness import (
     BODIES,
     SECRETS,
@@ -204,8 +205,6 @@ def test_full_disk_on_upload_and_replace_is_507_and_the_old_pair_serves(
     error; the previous pair is intact and still served."""
     if api.path is None:
         pytest.skip("the memory store has no disk")
-    from tests.test_store_sqlite import fill_database
-
     pair = trustme_pair(ca, "app.example.com")
     created = api.upload(pair)
     fill_database(api.store, to_the_brim=True)

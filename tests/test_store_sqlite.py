@@ -18,7 +18,7 @@ import pytest_twisted
 from aegis.store._runner import StoreThread, immediate_runner
 from aegis.store.errors import SchemaTooNew, StoreBusy, StoreFull
 from aegis.store.sqlite import SQLiteStore
-from tests.helpers import certificate_fields
+from tests.helpers import certificate_fields, fill_database
 
 
 def test_files_are_private_and_wal(tmp_path: Path) -> None:
@@ -78,30 +78,6 @@ def test_foreign_keys_enforced_by_database(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("INSERT INTO host_names (name, host_id) VALUES ('x', 12345)")
     db.close()
-
-
-def fill_database(store: SQLiteStore, *, to_the_brim: bool = False) -> None:
-    """Cap the database at its current size (SQLite's max_page_count): a write that needs
-    a new page fails with SQLITE_FULL, as on a full disk. ``to_the_brim`` also uses up the
-    free room left in the existing pages, so any write that grows the database fails."""
-
-    def cap(txn: object) -> None:
-        db = txn._db  # type: ignore[attr-defined]
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count = {pages}")
-
-    store.transact_blocking(cap)
-    if to_the_brim:
-        count = 0
-        for size in (16384, 1024, 64, 8):
-            while True:
-                count += 1
-                name, value = f"filler-{count}", "x" * size
-                try:
-                    store.transact_blocking(
-                        lambda txn, name=name, value=value: txn.set_setting(name, value))
-                except StoreFull:
-                    break
 
 
 def test_full_disk_is_store_full_and_changes_nothing(tmp_path: Path) -> None:

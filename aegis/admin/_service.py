@@ -82,8 +82,7 @@ def build_admin_service(
     def port() -> int | None:
         if configured_port:
             return configured_port
-        bound = listener.port() if listener is not None else None
-        return getattr(bound.getHost(), "port", None) if bound is not None else None
+        return listener.port_number() if listener is not None else None
 
     api = AdminAPI(context, verifier, AdminAddress(interface, port))
     creator = creator or AdminCertificateCreator(context.local_ca.admin)

@@ -66,10 +66,12 @@ class _Stream:
         self.owner.engine.pool.sweeper.watch(self)
 
     def _arm_body_timer(self) -> None:
-        limits, now = self.owner.engine.limits, self.owner.engine.clock.seconds()
-        idle = 0.0 if self.reading_paused else now + limits.body_idle_timeout
-        candidates = [d for d in (idle, self._request_deadline) if d]
-        self.deadline = min(candidates) if candidates else 0.0
+        if self.reading_paused:  # held back by us: only the whole-body cap runs
+            self.deadline = self._request_deadline
+            return
+        engine = self.owner.engine
+        idle = engine.clock.seconds() + engine.limits.body_idle_timeout
+        self.deadline = min(idle, self._request_deadline or idle)
 
     def body_progress(self) -> None:
         if self.deadline or self._request_deadline:

@@ -11,7 +11,6 @@ from aegis.tls.policy import (
     INTERMEDIATE,
     TLS13_ONLY,
     TLSPolicy,
-    single_certificate_endpoint,
     single_certificate_factory,
 )
 from aegis.tls.selection import (
@@ -36,6 +35,5 @@ __all__ = [
     "TLSPolicy",
     "connection_info",
     "https_factory",
-    "single_certificate_endpoint",
     "single_certificate_factory",
 ]

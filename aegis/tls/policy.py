@@ -14,9 +14,9 @@ API
 * :func:`certificate_context` — a policy context serving one
   :class:`~aegis.certs.model.LoadedCertificate` and its chain.
 * :class:`SingleCertificateCreator` — an ``IOpenSSLServerConnectionCreator`` for a listener
-  with one certificate (the admin listener): pass it to ``TLSMemoryBIOFactory`` or use
-  :func:`single_certificate_factory` / :func:`single_certificate_endpoint` (both with the
-  10 s handshake deadline of :mod:`aegis.tls.transport`).
+  with one certificate: pass it to ``TLSMemoryBIOFactory`` or use
+  :func:`single_certificate_factory` (with the 10 s handshake deadline of
+  :mod:`aegis.tls.transport`).
 
 What the policy sets, and why
 =============================
@@ -50,17 +50,12 @@ from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IReactorTime,
-    IStreamServerEndpoint,
 )
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from aegis.certs.model import LoadedCertificate
-from aegis.tls.transport import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    TimedTLSFactory,
-    TLSServerEndpoint,
-)
+from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT, TimedTLSFactory
 
 TLS12_CIPHERS = ":".join((
     "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -220,15 +215,3 @@ def single_certificate_factory(
         SingleCertificateCreator(certificate, policy), wrapped, clock, handshake_timeout
     )
 
-
-def single_certificate_endpoint(
-    endpoint: IStreamServerEndpoint,
-    certificate: LoadedCertificate,
-    clock: IReactorTime,
-    policy: TLSPolicy = INTERMEDIATE,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-) -> IStreamServerEndpoint:
-    """``endpoint`` with every accepted connection wrapped in TLS serving ``certificate``."""
-    return TLSServerEndpoint(
-        endpoint, SingleCertificateCreator(certificate, policy), clock, handshake_timeout
-    )

@@ -17,19 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IListeningPort,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IReactorTime,
-    IStreamServerEndpoint,
 )
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from aegis.certs.model import LoadedCertificate
 from aegis.store.records import HostRecord
@@ -71,7 +67,8 @@ class _HandshakeDeadline(TLSMemoryBIOProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
-        self._check_deadline()
+        if self._deadline is not None:  # only until the handshake is done, not per request
+            self._check_deadline()
 
     def _check_deadline(self) -> None:
         # ``_handshakeDone`` is TLSMemoryBIOProtocol's documented flag; Twisted has no public
@@ -153,26 +150,3 @@ def connection_info(transport: object) -> TLSConnectionInfo | None:
         seen += 1
     return None
 
-
-@implementer(IStreamServerEndpoint)
-class TLSServerEndpoint:
-    """A server endpoint whose accepted connections are wrapped in :class:`TimedTLSFactory`.
-
-    Twisted has ``wrapClientTLS`` but no public server-side twin.
-    """
-
-    def __init__(
-        self,
-        endpoint: IStreamServerEndpoint,
-        creator: IOpenSSLServerConnectionCreator,
-        clock: IReactorTime,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    ) -> None:
-        self._endpoint = endpoint
-        self._creator = creator
-        self._clock = clock
-        self._timeout = handshake_timeout
-
-    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        factory = TimedTLSFactory(self._creator, protocolFactory, self._clock, self._timeout)
-        return self._endpoint.listen(factory)
