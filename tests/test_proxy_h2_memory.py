@@ -194,3 +194,14 @@ def test_h2_finished_request_body_stops_the_timer() -> None:
     _exchange(proto, transport, client)
     clock.advance(10.0)  # waiting for the upstream now: its own timeout, not the body's
     assert _resets(proto, transport, client) == []
+
+
+def test_h2_body_idle_timer_runs_again_after_a_pause() -> None:
+    proto, transport, client, clock = _upload_stream(ProxyLimits(body_idle_timeout=2.0))
+    stream = proto._delegate.streams[1]
+    stream.pause_reading()  # the upstream is slow: we hold the client back
+    clock.advance(5.0)
+    assert _resets(proto, transport, client) == []  # not the client's fault
+    stream.resume_reading()
+    clock.advance(3.0)  # the client now stays silent past the idle timeout
+    assert [r.stream_id for r in _resets(proto, transport, client)] == [1]

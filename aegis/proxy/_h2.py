@@ -53,8 +53,9 @@ class _Stream:
         self.reading_paused = False
         self.unacked = 0
         self.closed = False
-        self.deadline = 0.0  # request-body timer (the engine's sweeper); 0: not running
+        self.deadline = 0.0  # request-body timer (the engine's sweeper); 0: not due
         self._request_deadline = 0.0
+        self._body_timed = False  # between HEADERS and END_STREAM of a forwarded request
 
     # The request-body timeouts, as for HTTP/1.1: ``body_idle_timeout`` between DATA frames
     # (not while we hold the client back), capped by ``request_timeout`` for the whole body.
@@ -62,6 +63,7 @@ class _Stream:
         limits, clock = self.owner.engine.limits, self.owner.engine.clock
         if limits.request_timeout:
             self._request_deadline = clock.seconds() + limits.request_timeout
+        self._body_timed = True
         self._arm_body_timer()
         self.owner.engine.pool.sweeper.watch(self)
 
@@ -74,10 +76,11 @@ class _Stream:
         self.deadline = min(idle, self._request_deadline or idle)
 
     def body_progress(self) -> None:
-        if self.deadline or self._request_deadline:
+        if self._body_timed:
             self._arm_body_timer()
 
     def stop_body_timer(self) -> None:
+        self._body_timed = False
         self.deadline = self._request_deadline = 0.0
         self.owner.engine.pool.sweeper.unwatch(self)
 
