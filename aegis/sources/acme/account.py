@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwk import JWKEC
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -30,6 +29,7 @@ from aegis.crypto.keys import load_private_key_pem, private_key_pem
 from aegis.crypto.keywrap import KeyWrapper
 from aegis.crypto.sealed import open_setting, seal_setting
 from aegis.interfaces import IStore, IStoreTransaction
+from aegis.sources._http import pooled_agent
 
 ACCOUNT_KEY_SETTING = "acme_account_key"
 
@@ -97,10 +97,6 @@ def read_ca_bundle(path: Path) -> list[Certificate]:
 def acme_http_client(reactor: Any, ca_bundle: list[Certificate] | None = None) -> Any:
     """A treq ``HTTPClient`` with its own persistent pool; ``ca_bundle`` replaces the system
     roots (build it with :func:`read_ca_bundle`)."""
-    policy: IPolicyForHTTPS = (
-        BrowserLikePolicyForHTTPS() if ca_bundle is None else _BundlePolicy(ca_bundle)
-    )
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 4
+    agent, pool = pooled_agent(reactor, None if ca_bundle is None else _BundlePolicy(ca_bundle))
     pool.retryAutomatically = False
-    return treq.client.HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+    return treq.client.HTTPClient(agent)

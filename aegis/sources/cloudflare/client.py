@@ -155,12 +155,11 @@ class CloudflareClient:
     def create(cls, reactor: Any, base_url: str, **options: Any) -> CloudflareClient:
         """A client with its own ``HTTPConnectionPool`` (closed by :meth:`close`)."""
         from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
 
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = 4
+        from aegis.sources._http import pooled_agent
+
+        agent, pool = pooled_agent(reactor, connectTimeout=options.get("timeout", 30.0))
         pool.cachedConnectionTimeout = 60
-        agent = Agent(reactor, pool=pool, connectTimeout=options.get("timeout", 30.0))
         return cls(HTTPClient(agent), reactor, base_url, on_close=pool.closeCachedConnections,
                    **options)
 
