@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.endpoints import serverFromString
 
 from aegis.admin import AdminCertificateCreator, AdminContext, build_admin_service
 from aegis.bootstrap import LocalStartup, Storage
@@ -27,7 +26,7 @@ from aegis.certs.trust import load_trust_roots
 from aegis.config import Settings
 from aegis.hosts.router import HostRouter
 from aegis.hosts.state import ProxyState, host_names
-from aegis.listeners import GracefulListener
+from aegis.listeners import GracefulListener, listen_endpoint
 from aegis.localca import LocalAuthority, LocalCAMaintenance, ProxyFallbackReissuer
 from aegis.proxy import ProxyEngine, proxy_factory
 from aegis.proxy.routing import ProxyLimits
@@ -37,26 +36,14 @@ from aegis.sources.cloudflare import CloudflareService, build_cloudflare
 from aegis.store._runner import StoreThread
 from aegis.store.records import HostRecord
 from aegis.threads import reactor_pool_runner
+from aegis.tls.endpoint import https_endpoint
 from aegis.tls.selection import SelectionState
-from aegis.tls.sni import https_factory
 
 
 def _letsencrypt_names(hosts: Sequence[HostRecord]) -> list[str]:
     """The ACME host policy: only names of ``letsencrypt`` hosts, never wildcards."""
     return [name for host in hosts if host.ssl_mode == "letsencrypt"
             for name in host.names if not name.startswith("*.")]
-
-
-def listen_endpoint(reactor: Any, description: str) -> Any:
-    """A server endpoint; TCP listeners get a backlog of 1024 unless one is given.
-
-    Twisted's default backlog of 50 turns a burst of new connections (a page load through
-    a CDN, a benchmark, a reconnect storm) into SYN retries that take seconds.
-    """
-    kind = description.split(":", 1)[0].lower()
-    if kind in ("tcp", "tcp6") and "backlog=" not in description:
-        description += ":backlog=1024"
-    return serverFromString(reactor, description)
 
 
 def _child(root: AegisService, name: str, service: Service) -> None:
@@ -128,9 +115,9 @@ def build_tree(
         "HTTP listener", root.fatal,
     )
     https = GracefulListener(
-        listen_endpoint(reactor, settings.https_listen),
-        https_factory(selection, proxy_factory(router, reactor, engine=engine), reactor,
-                      handshake_timeout=settings.tls_handshake_timeout),
+        https_endpoint(reactor, settings.https_listen, selection,
+                       handshake_timeout=settings.tls_handshake_timeout),
+        proxy_factory(router, reactor, engine=engine),
         reactor, settings.shutdown_timeout, "HTTPS listener", root.fatal,
     )
 

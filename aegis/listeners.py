@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocol,
@@ -31,6 +32,18 @@ from twisted.web.http import HTTPChannel
 from zope.interface import Interface
 
 log = Logger()
+
+
+def listen_endpoint(reactor: Any, description: str) -> Any:
+    """A server endpoint; TCP listeners get a backlog of 1024 unless one is given.
+
+    Twisted's default backlog of 50 turns a burst of new connections (a page load through
+    a CDN, a benchmark, a reconnect storm) into SYN retries that take seconds.
+    """
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6") and "backlog=" not in description:
+        description += ":backlog=1024"
+    return serverFromString(reactor, description)
 
 
 class IDrainable(Interface):

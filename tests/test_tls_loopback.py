@@ -20,11 +20,10 @@ import pytest_twisted
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor, threads
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import formatEvent, globalLogPublisher
 
+from aegis.tls.endpoint import https_endpoint
 from aegis.tls.selection import MemoryCertificates, SelectionState
-from aegis.tls.sni import https_factory
 from tests.test_tls_support import PKI, RecordingIssuance, echo_factory, host, port_number
 
 T = TypeVar("T")
@@ -52,9 +51,13 @@ def make_state(issuance: RecordingIssuance | None = None) -> SelectionState:
 
 
 async def serve(state: SelectionState, handshake_timeout: float = 10.0) -> tuple[Any, int]:
-    # Twisted's default backlog of 50 makes a burst of 500 connects wait for SYN retries.
-    factory = https_factory(state, echo_factory(), reactor, handshake_timeout=handshake_timeout)
-    port = await TCP4ServerEndpoint(reactor, 0, backlog=1024, interface="127.0.0.1").listen(factory)
+    """The production HTTPS listener (TLS on the socket, :mod:`aegis.tls.direct`).
+
+    Twisted's default backlog of 50 makes a burst of 500 connects wait for SYN retries.
+    """
+    endpoint = https_endpoint(reactor, "tcp:0:interface=127.0.0.1:backlog=1024", state,
+                              handshake_timeout=handshake_timeout)
+    port = await endpoint.listen(echo_factory())
     return port, port_number(port)
 
 

@@ -38,6 +38,7 @@ of new certificate objects are built on demand, and open connections keep what t
 from __future__ import annotations
 
 import re
+import socket
 import weakref
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -110,6 +111,14 @@ class SNIConnectionCreator:
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         connection = SSL.Connection(self._gate, None)
         connection.set_app_data(tlsProtocol)
+        return connection
+
+    def socket_connection(self, sock: socket.socket, transport: object) -> SSL.Connection:
+        """A server connection on ``sock`` itself (OpenSSL's socket BIO), for
+        :class:`~aegis.tls.direct.DirectTLSServer`; ``transport`` receives ``tls_info``."""
+        connection = SSL.Connection(self._gate, sock)
+        connection.set_app_data(transport)
+        connection.set_accept_state()
         return connection
 
     def context_for(self, certificate: LoadedCertificate) -> SSL.Context:

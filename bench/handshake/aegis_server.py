@@ -1,7 +1,7 @@
 """Aegis's HTTPS TLS layer alone, for the handshake benchmark.
 
 ``python bench/handshake/aegis_server.py PORT CERT.pem KEY.pem NAME`` serves ``NAME`` with the
-certificate through :func:`aegis.tls.sni.https_factory` (SNI selection, policy, handshake
+certificate through :func:`aegis.tls.endpoint.https_endpoint` (SNI selection, policy, handshake
 deadline: the real listener's code path) in front of a tiny HTTP/1.1 responder, and prints
 ``ready`` once listening. This is the only place a benchmark imports the global reactor.
 """
@@ -15,13 +15,12 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
 from aegis.certs.model import LoadedCertificate
 from aegis.store.records import HostRecord
+from aegis.tls.endpoint import https_endpoint
 from aegis.tls.selection import MemoryCertificates, SelectionState
-from aegis.tls.sni import https_factory
 
 
 class Hello(Protocol):
@@ -54,10 +53,8 @@ def main(port: int, cert_path: str, key_path: str, name: str) -> None:
     host = HostRecord(id=1, domain=name, upstream="http://127.0.0.1:9", ssl_mode="custom",
                       ssl_cert_id=1, created_at=now, updated_at=now)
     state = SelectionState(MemoryCertificates([bound]), fallback, hosts=[host])
-    factory = https_factory(state, Factory.forProtocol(Hello), reactor)
-    endpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
-        reactor, port, backlog=1024, interface="127.0.0.1")
-    listening: Any = endpoint.listen(factory)  # type: ignore[no-untyped-call]
+    endpoint = https_endpoint(reactor, f"tcp:{port}:interface=127.0.0.1:backlog=1024", state)
+    listening: Any = endpoint.listen(Factory.forProtocol(Hello))
     listening.addCallback(lambda _: print("ready", flush=True))
     runner: Any = reactor
     runner.run()

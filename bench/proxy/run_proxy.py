@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 if __name__ == "__main__" and os.environ.get("AEGIS_BENCH_REACTOR", "aegis") == "aegis":
     from aegis.reactor import install
@@ -23,6 +24,7 @@ from twisted.internet.ssl import DefaultOpenSSLContextFactory
 
 from aegis.proxy import proxy_factory
 from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
+from aegis.tls.direct import DirectTLSPort, context_acceptor
 from aegis.tls.transport import TimedTLSFactory
 
 
@@ -31,7 +33,7 @@ def tls_context_factory(cert: str, key: str) -> DefaultOpenSSLContextFactory:
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         context.set_cipher_list(b"ECDHE+AESGCM:ECDHE+CHACHA20")
 
-        def select(connection: SSL.Connection, offered: list[bytes]) -> bytes:
+        def select(connection: SSL.Connection, offered: list[bytes]) -> Any:
             for proto in (b"h2", b"http/1.1"):
                 if proto in offered:
                     return proto
@@ -51,16 +53,27 @@ def main() -> None:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--memory-tls", action="store_true",
+                        help="Twisted's memory-BIO TLS protocol instead of TLS on the socket "
+                             "(the admin listener's transport), for comparison")
     args = parser.parse_args()
     host, port = args.upstream.rsplit(":", 1)
     target = Forward(host, int(port))
     limits = ProxyLimits(access_log=not args.no_access_log)
     factory = proxy_factory(StaticRouter({}, default=target), reactor, limits)
-    if args.cert:
-        # the HTTPS listener's TLS protocol (handshake deadline, writes not gathered)
-        factory = TimedTLSFactory(tls_context_factory(args.cert, args.key),  # type: ignore[arg-type]
+    if args.cert and args.memory_tls:
+        wrapped = TimedTLSFactory(tls_context_factory(args.cert, args.key),  # type: ignore[arg-type]
                                   factory, reactor, gather_writes=False)
-    listening = reactor.listenTCP(args.port, factory, interface="127.0.0.1")
+        listening = reactor.listenTCP(args.port, wrapped, interface="127.0.0.1")
+    elif args.cert:
+        # the HTTPS listener's transport: TLS on the socket, handshake deadline
+        acceptor = context_acceptor(tls_context_factory(args.cert, args.key).getContext(),
+                                    reactor)
+        listening: Any = DirectTLSPort(args.port, factory, 50, "127.0.0.1", reactor, acceptor)
+        listening.startListening()
+    else:
+        listening = reactor.listenTCP(args.port, factory,  # type: ignore[arg-type]
+                                      interface="127.0.0.1")
     sys.stdout.write(f"LISTENING {listening.getHost().port}\n")
     sys.stdout.flush()
     reactor.run()

@@ -1,0 +1,365 @@
+"""The HTTPS proxy listener's transport: TLS on the socket itself, no memory BIOs.
+
+Why
+===
+Twisted's TLS is a *protocol* over TCP (``TLSMemoryBIOProtocol``): every read is copied
+into an OpenSSL memory BIO and drained with an ``SSL_read`` loop that ends in a raised
+``WantReadError``; every write is encrypted into a second BIO, copied out and handed to the
+TCP transport; each connection re-declares the transport's interfaces through
+``zope.interface``. Measured on the benchmark machine (``docs/performance.md``), that layer
+cost about as much per keep-alive request as the whole proxy logic, and a fifth of each new
+handshake. Here OpenSSL reads and writes the non-blocking socket directly (``SSL_set_fd``),
+as nginx does: one ``SSL_read`` per record into one reused buffer, one ``SSL_write`` per
+response, no copies through Python, no exception on the hot path.
+
+Contract (the same as Twisted's TLS protocol, for the protocol above)
+=====================================================================
+* The protocol is connected at accept. What it writes before the handshake completes is
+  held and sent once it has; ``dataReceived`` only ever gets application data.
+* ``getHandle()`` is the ``OpenSSL.SSL.Connection`` (SNI, ALPN); ``negotiatedProtocol`` is
+  the ALPN result; the SNI layer records its :class:`~aegis.tls.transport.TLSConnectionInfo`
+  as ``tls_info`` on this transport (it is the connection's app data).
+* A handshake not finished within the acceptor's ``handshake_timeout`` is aborted. A failed
+  handshake reaches ``connectionLost`` as the ``SSL.Error``; the peer's ``close_notify`` as
+  ``ConnectionDone``.
+* ``loseConnection`` sends the buffered bytes, then a ``close_notify``, then closes; it does
+  not wait for the peer's ``close_notify`` (neither do nginx nor browsers).
+* Back-pressure is Twisted's own: writes the kernel does not take are buffered by
+  ``FileDescriptor`` and producers are paused and resumed as for plain TCP.
+
+OpenSSL rules this relies on: pyOpenSSL contexts set ``SSL_MODE_ENABLE_PARTIAL_WRITE`` and
+``SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER``, and ``FileDescriptor`` retries a write that got
+``WANT_WRITE`` with the same bytes at the same offset (plus possibly more), which is what
+``SSL_write`` requires. Renegotiation is off (:mod:`aegis.tls.policy`), so after the handshake
+a write never waits for a read; the case is still handled.
+
+The per-connection objects are created by an :class:`TLSAcceptor`: the SNI layer's
+:meth:`~aegis.tls.sni.SNIConnectionCreator.socket_connection`, the clock and the deadline.
+:func:`aegis.tls.endpoint.https_endpoint` puts it on a listening port.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+from twisted.internet import main, tcp
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT
+
+log = Logger()
+
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_WANT_WRITE = _lib.SSL_ERROR_WANT_WRITE
+_ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
+_RECORDS_PER_EVENT = 4  # then yield to other connections (a bulk upload must not hog the loop)
+_READ_SIZE = 16 * 1024 + 256  # one TLS record's plaintext: SSL_read returns one record at most
+
+# One read buffer for every connection: reads run on the reactor thread only, and each
+# record is copied out to ``bytes`` before the next read.
+_read_buffer = _ffi.new("char[]", _READ_SIZE)
+
+
+@dataclass(frozen=True)
+class TLSAcceptor:
+    """How a listening port turns an accepted socket into a TLS server connection.
+
+    ``connection(sock, transport)`` returns an ``SSL.Connection`` bound to ``sock`` (in
+    accept state, with ``transport`` as its app data); ``clock`` runs the handshake deadline.
+    """
+
+    connection: Callable[[socket.socket, Any], SSL.Connection]
+    clock: IReactorTime
+    handshake_timeout: float
+
+
+@implementer(ISSLTransport)
+class DirectTLSServer(tcp.Server):
+    """An accepted TCP connection speaking TLS through OpenSSL's socket BIO."""
+
+    tls_info: Any = None
+    _deadline: IDelayedCall | None = None
+    _handshake_writing = False
+    _read_wants_write = False
+    _write_wants_read = False
+    _paused = False
+    _close_after_handshake = False
+
+    def __init__(self, sock: socket.socket, protocol: Any, client: tuple[object, ...],
+                 server: DirectTLSPort, sessionno: int, reactor: Any) -> None:
+        super().__init__(sock, protocol, client, server, sessionno, reactor)
+        self._loop: Any = reactor  # callLater and the poller's disconnect handling
+        acceptor = server.acceptor
+        self._tls = acceptor.connection(sock, self)
+        self._ssl = self._tls._ssl  # the SSL*, for the direct calls on the hot path
+        self._handshaking = True
+        self._held: list[bytes] = []
+        self._deadline = acceptor.clock.callLater(
+            acceptor.handshake_timeout, self._handshake_timed_out)
+        self._timeout = acceptor.handshake_timeout
+
+    # -- facts for the protocol above -------------------------------------------------------
+    def getHandle(self) -> SSL.Connection:  # type: ignore[override]
+        """The TLS connection (``get_servername``, ``get_alpn_proto_negotiated``)."""
+        return self._tls
+
+    @property
+    def negotiatedProtocol(self) -> bytes | None:
+        """The ALPN protocol agreed in the handshake, or None."""
+        return self._tls.get_alpn_proto_negotiated() or None
+
+    def getPeerCertificate(self) -> Any:
+        return self._tls.get_peer_certificate()
+
+    # -- handshake --------------------------------------------------------------------------
+    def _handshake(self) -> Any:
+        try:
+            self._tls.do_handshake()
+        except SSL.WantReadError:
+            if self._handshake_writing:
+                self._handshake_writing = False
+                self.stopWriting()
+            return None
+        except SSL.WantWriteError:  # the kernel did not take our whole flight
+            self._handshake_writing = True
+            self.startWriting()
+            return None
+        except SSL.Error as failed:  # includes SysCallError (EOF, reset) and alerts
+            _lib.ERR_clear_error()
+            return failed
+        return self._handshake_done()
+
+    def _handshake_done(self) -> Any:
+        self._handshaking = False
+        self._cancel_deadline()
+        if self._handshake_writing:
+            self._handshake_writing = False
+            self.stopWriting()
+        held, self._held = self._held, []
+        for data in held:
+            self.write(data)
+        if self._close_after_handshake:
+            self.loseConnection()
+        return None
+
+    def _handshake_timed_out(self) -> None:
+        self._deadline = None
+        if not self._handshaking or not self.connected:
+            return
+        log.info("TLS handshake from {peer} did not finish within {timeout}s; closing",
+                 peer=str(self.getPeer()), timeout=self._timeout)
+        self.abortConnection()
+
+    def _cancel_deadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    # -- reading ----------------------------------------------------------------------------
+    def doRead(self) -> Any:
+        if self._handshaking:
+            return self._handshake()
+        if self._read_wants_write:
+            return None  # doWrite reads once the socket can take OpenSSL's bytes
+        return self._read_records()
+
+    def _read_records(self) -> Any:
+        """Deliver the next record(s).
+
+        OpenSSL reads the socket exactly (read-ahead is off): a record header, then its
+        body. What it has not read stays in the kernel, where the poller sees it, so one
+        record per readiness event is enough and no read is wasted on ``EAGAIN``. Only
+        plaintext OpenSSL holds after a read (``SSL_pending``) is read on at once.
+        """
+        ssl = self._ssl
+        for _ in range(_RECORDS_PER_EVENT):
+            count = _lib.SSL_read(ssl, _read_buffer, _READ_SIZE)
+            if count <= 0:
+                return self._read_failed(count)
+            if self._write_wants_read:
+                self._write_wants_read = False
+                self.startWriting()
+            why = self._dataReceived(_ffi.buffer(_read_buffer, count)[:])
+            if why is not None or self._paused or not self.connected or self.disconnecting:
+                return why
+            if not _lib.SSL_pending(ssl):
+                return None
+        self._loop.callLater(0, self._read_later)  # yield to other connections
+        return None
+
+    def _read_failed(self, count: int) -> Any:
+        code = _lib.SSL_get_error(self._ssl, count)
+        if code == _WANT_READ:
+            return None
+        if code == _WANT_WRITE:  # a read that must send first (e.g. a TLS 1.3 KeyUpdate)
+            self._read_wants_write = True
+            self.startWriting()
+            return None
+        _lib.ERR_clear_error()
+        if code == _ZERO_RETURN:  # the peer's close_notify: answer it, as TLS asks
+            if len(self.dataBuffer) == self.offset and not self._tempDataLen:
+                self._send_close_notify()
+            return main.CONNECTION_DONE
+        return main.CONNECTION_LOST  # EOF without close_notify, reset, or a TLS error
+
+    def _read_later(self) -> None:
+        """A read outside the poller's dispatch, with the poller's handling of its result."""
+        if self.disconnected or not self.connected or self._paused or self._handshaking:
+            return
+        try:
+            why = self.doRead()
+        except BaseException:
+            log.failure("TLS read failed")
+            why = main.CONNECTION_LOST
+        if why is not None:
+            self._loop._disconnectSelectable(self, why, True)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        was_paused, self._paused = self._paused, False
+        super().resumeProducing()
+        if (was_paused and not self._handshaking and self.connected and not self.disconnecting
+                and _lib.SSL_pending(self._ssl)):
+            # Plaintext OpenSSL read before the pause waits where the poller cannot see it.
+            self._loop.callLater(0, self._read_later)
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not data or not self.connected or self.disconnecting:
+            super().write(data)
+            return
+        if self._handshaking:
+            self._held.append(bytes(data))
+            return
+        if (not self._tempDataLen and len(self.dataBuffer) == self.offset
+                and not self._write_wants_read and not self._writeDisconnected
+                and (self.producer is None or self.streamingProducer)):
+            sent = self.writeSomeData(data)
+            if not isinstance(sent, int):
+                sent = 0  # queued: the next doWrite meets the same error and closes
+            if sent == len(data):
+                return
+            data = data[sent:]
+        super().write(data)
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        self.write(b"".join(iovec))
+
+    def writeSomeData(self, data: Any) -> Any:
+        """Encrypt and send as much of ``data`` as the socket takes.
+
+        With partial writes on, ``SSL_write`` returns after each record, so loop. A call that
+        fails after earlier records went out reports the bytes sent: ``FileDescriptor`` then
+        retries from exactly where the failed call started, as OpenSSL requires.
+        """
+        ssl = self._ssl
+        length = len(data)
+        if not length:
+            return 0
+        sent = count = 0
+        with _ffi.from_buffer(data) as buffer:
+            while sent < length:
+                count = _lib.SSL_write(ssl, buffer + sent, length - sent)
+                if count <= 0:
+                    break
+                sent += count
+        if sent:
+            return sent
+        code = _lib.SSL_get_error(ssl, count)
+        if code == _WANT_WRITE:
+            return 0
+        if code == _WANT_READ:
+            self._write_wants_read = True
+            return 0
+        _lib.ERR_clear_error()
+        return main.CONNECTION_LOST
+
+    def doWrite(self) -> Any:
+        if self._handshaking:
+            return self._handshake()
+        if self._read_wants_write:
+            self._read_wants_write = False
+            why = self._read_records()
+            if why is not None:
+                return why
+            if len(self.dataBuffer) == self.offset and not self._tempDataLen:
+                if not self._read_wants_write:
+                    self.stopWriting()
+                return None
+        if self._write_wants_read:
+            self.stopWriting()  # the next read restarts writing
+            return None
+        return super().doWrite()
+
+    # -- closing ----------------------------------------------------------------------------
+    def loseConnection(self) -> None:
+        if self._handshaking and self.connected and not self.disconnecting:
+            if self._held:
+                # Held bytes go out once the handshake is done (bounded by its deadline).
+                self._close_after_handshake = True
+                return
+            # Nothing to say: no reason to finish a handshake only to close it.
+            self.disconnecting = 1
+            self.stopReading()
+            self.stopWriting()
+            self._loop.callLater(0, self.connectionLost, Failure(main.CONNECTION_DONE))
+            return
+        super().loseConnection()
+
+    def _postLoseConnection(self) -> Any:
+        self._send_close_notify()
+        return main.CONNECTION_DONE
+
+    def _closeWriteConnection(self) -> Any:
+        self._send_close_notify()
+        return super()._closeWriteConnection()
+
+    def _send_close_notify(self) -> None:
+        if not self._handshaking:
+            _lib.SSL_shutdown(self._ssl)  # one attempt; a full socket buffer just skips it
+            _lib.ERR_clear_error()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancel_deadline()
+        self._held = []
+        super().connectionLost(reason)
+
+
+def context_acceptor(context: SSL.Context, clock: IReactorTime,
+                     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> TLSAcceptor:
+    """An acceptor serving every connection from one ``context`` (no SNI selection): for
+    tests, benchmarks and tools that need the transport without the certificate layer."""
+
+    def connection(sock: socket.socket, transport: Any) -> SSL.Connection:
+        tls = SSL.Connection(context, sock)
+        tls.set_app_data(transport)
+        tls.set_accept_state()
+        return tls
+
+    return TLSAcceptor(connection, clock, handshake_timeout)
+
+
+class DirectTLSPort(tcp.Port):
+    """A listening TCP port whose connections are :class:`DirectTLSServer`."""
+
+    transport = DirectTLSServer  # type: ignore[assignment]
+
+    def __init__(self, port: int, factory: Any, backlog: int, interface: str, reactor: Any,
+                 acceptor: TLSAcceptor) -> None:
+        super().__init__(port, factory, backlog, interface, reactor)
+        self.acceptor = acceptor
+
+
+__all__ = ["DirectTLSPort", "DirectTLSServer", "TLSAcceptor", "context_acceptor"]
