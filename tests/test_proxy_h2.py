@@ -9,15 +9,19 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import trustme
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from aegis.proxy import proxy_factory
 from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
-from bench.proxy.run_proxy import tls_context_factory
-from tests.test_proxy_support import Seen, UpstreamFactory, UpstreamProtocol, listen
+from tests.test_proxy_support import (
+    TLS_CA,
+    Seen,
+    UpstreamFactory,
+    UpstreamProtocol,
+    listen,
+    listen_tls,
+)
 
 BIG = 8 * 1024 * 1024
 
@@ -37,17 +41,13 @@ def _handler(proto: UpstreamProtocol, seen: Seen) -> None:
 
 @pytest.fixture
 def tls_rig(tmp_path: Path):  # type: ignore[no-untyped-def]
-    ca = trustme.CA()
-    leaf = ca.issue_cert("app.test")
-    cert, key, ca_file = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
-    leaf.private_key_pem.write_to_path(str(key))
-    leaf.cert_chain_pems[0].write_to_path(str(cert))
-    ca.cert_pem.write_to_path(str(ca_file))
+    ca_file = tmp_path / "ca.pem"
+    TLS_CA.cert_pem.write_to_path(str(ca_file))
     upstream = UpstreamFactory(handler=_handler)
     up_port = listen(upstream)
     router = StaticRouter({}, default=Forward("127.0.0.1", up_port.getHost().port))
     factory = proxy_factory(router, reactor, ProxyLimits())
-    port = listen(TLSMemoryBIOFactory(tls_context_factory(str(cert), str(key)), False, factory))
+    port = listen_tls(factory)  # the HTTPS listener's transport
     yield upstream, port.getHost().port, ca_file, tmp_path
     port.stopListening()
     up_port.stopListening()

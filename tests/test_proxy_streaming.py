@@ -2,7 +2,8 @@
 
 The proxy runs in its own process (bench/proxy/run_proxy.py) so its peak RSS (VmHWM) can be
 read; the upstream and the client live in the test process. 1 GiB goes each way (the issue's
-"a 1 GB upload or download must pass with flat memory").
+"a 1 GB upload or download must pass with flat memory"), over plain HTTP and over HTTPS (the
+HTTPS listener's transport, TLS on the socket).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from twisted.internet.interfaces import IPullProducer
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
-from tests.test_proxy_support import Seen, UpstreamFactory, UpstreamProtocol, listen
+from tests.test_proxy_support import (
+    TLS_LEAF,
+    Seen,
+    UpstreamFactory,
+    UpstreamProtocol,
+    listen,
+    tls_client,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 1024 * 1024 * 1024
@@ -65,10 +73,11 @@ def _slow_start(proto: UpstreamProtocol) -> None:
         reactor.callLater(1.0, proto.transport.resumeProducing)
 
 
-def _start_proxy(upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def _start_proxy(upstream_port: int, tls: Path | None) -> tuple[subprocess.Popen[bytes], int]:
+    certificate = ["--cert", str(tls / "cert.pem"), "--key", str(tls / "key.pem")] if tls else []
     proc = subprocess.Popen(
         [sys.executable, os.environ.get("PROXY_SCRIPT", str(ROOT / "bench/proxy/run_proxy.py")),
-         "--upstream", f"127.0.0.1:{upstream_port}"],
+         "--upstream", f"127.0.0.1:{upstream_port}", *certificate],
         stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
@@ -83,8 +92,12 @@ def _rss_kb(pid: int, field: str) -> int:
     raise AssertionError(field)
 
 
-def _upload(port: int) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+def _connect(port: int, tls: bool) -> socket.socket:
+    return tls_client(port, 30) if tls else socket.create_connection(("127.0.0.1", port), 30)
+
+
+def _upload(port: int, tls: bool) -> bytes:
+    with _connect(port, tls) as sock:
         sock.sendall(b"POST /upload HTTP/1.1\r\nHost: big.test\r\nContent-Length: %d\r\n\r\n"
                      % SIZE)
         for _ in range(SIZE // len(BLOCK)):
@@ -92,8 +105,8 @@ def _upload(port: int) -> bytes:
         return sock.recv(65536)
 
 
-def _download(port: int) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+def _download(port: int, tls: bool) -> int:
+    with _connect(port, tls) as sock:
         sock.sendall(b"GET /download HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\n\r\n")
         total = 0
         head = b""
@@ -107,16 +120,20 @@ def _download(port: int) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 @pytest_twisted.ensureDeferred
-async def test_large_bodies_stream_with_flat_memory() -> None:
+async def test_large_bodies_stream_with_flat_memory(tls: bool, tmp_path: Path) -> None:
+    if tls:
+        TLS_LEAF.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+        TLS_LEAF.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     upstream = UpstreamFactory(handler=_big, keep_bodies=False, on_head=_slow_start)
     port: Any = listen(upstream)
-    proc, proxy_port = _start_proxy(port.getHost().port)
+    proc, proxy_port = _start_proxy(port.getHost().port, tmp_path if tls else None)
     try:
         baseline = _rss_kb(proc.pid, "VmRSS")
-        answer = await deferToThread(_upload, proxy_port)
+        answer = await deferToThread(_upload, proxy_port, tls)
         assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"%d" % SIZE)
-        received = await deferToThread(_download, proxy_port)
+        received = await deferToThread(_download, proxy_port, tls)
         assert received == SIZE
         peak = _rss_kb(proc.pid, "VmHWM")
         # 2 GiB went through; the proxy's peak grew by a few MB at most.

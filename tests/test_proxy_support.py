@@ -9,11 +9,14 @@ connections).
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
+import trustme
+from OpenSSL import SSL
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Factory, Protocol
@@ -21,6 +24,8 @@ from twisted.internet.threads import deferToThread
 
 from aegis.proxy import proxy_factory
 from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
+from aegis.tls.direct import DirectTLSPort, context_acceptor
+from aegis.tls.policy import INTERMEDIATE, policy_context
 
 
 @dataclass
@@ -112,6 +117,33 @@ def listen(factory: Any) -> Any:
     return global_reactor.listenTCP(0, factory, interface="127.0.0.1")
 
 
+TLS_CA = trustme.CA()
+TLS_LEAF = TLS_CA.issue_cert("app.test")
+
+
+def tls_context() -> SSL.Context:
+    """The HTTPS listener's policy (ALPN h2 and http/1.1) with a certificate for app.test."""
+    context = policy_context(INTERMEDIATE)
+    TLS_LEAF.configure_cert(context)
+    return context
+
+
+def listen_tls(factory: Any) -> Any:
+    """``factory`` behind the HTTPS listener's transport (TLS on the socket)."""
+    port = DirectTLSPort(0, factory, 50, "127.0.0.1", global_reactor,
+                         context_acceptor(tls_context(), global_reactor))
+    port.startListening()
+    return port
+
+
+def tls_client(port: int, timeout: float = 5.0) -> ssl.SSLSocket:
+    """A client of :func:`listen_tls` that verifies app.test's certificate."""
+    context = ssl.create_default_context()
+    TLS_CA.configure_trust(context)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return context.wrap_socket(raw, server_hostname="app.test")
+
+
 @dataclass
 class Rig:
     upstream: UpstreamFactory
@@ -134,6 +166,7 @@ def make_rig(
     handler: Handler = ok_handler,
     limits: ProxyLimits | None = None,
     forward_port: int | None = None,
+    tls: bool = False,
     **forward: Any,
 ) -> Rig:
     upstream = UpstreamFactory(handler=handler)
@@ -141,7 +174,7 @@ def make_rig(
     target = Forward("127.0.0.1", forward_port or up_port.getHost().port, **forward)
     router = StaticRouter({"app.test": target}, default=target)
     factory = proxy_factory(router, global_reactor, limits or ProxyLimits())
-    return Rig(upstream, up_port, listen(factory), factory)
+    return Rig(upstream, up_port, listen_tls(factory) if tls else listen(factory), factory)
 
 
 def raw_exchange(

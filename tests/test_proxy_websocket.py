@@ -9,10 +9,11 @@ import os
 import socket
 import struct
 
+import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from tests.test_proxy_support import Seen, UpstreamProtocol, make_rig, raw_exchange
+from tests.test_proxy_support import Seen, UpstreamProtocol, make_rig, raw_exchange, tls_client
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -79,9 +80,10 @@ def _ws_echo(proto: UpstreamProtocol, data: bytes) -> None:
         proto.transport.write(_frame(b"echo:" + payload, mask=False))
 
 
-def _client(port: int) -> list[bytes]:
+def _client(port: int, tls: bool) -> list[bytes]:
     key = base64.b64encode(os.urandom(16))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    connection = tls_client(port) if tls else socket.create_connection(("127.0.0.1", port), 5)
+    with connection as sock:
         sock.sendall(b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, Upgrade\r\n"
                      b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
                      b"Sec-WebSocket-Key: %s\r\n\r\n" % key
@@ -110,12 +112,13 @@ def _client(port: int) -> list[bytes]:
         return got
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 @pytest_twisted.ensureDeferred
-async def test_websocket_echo_through_the_proxy() -> None:
-    rig = make_rig(_ws_handshake)
+async def test_websocket_echo_through_the_proxy(tls: bool) -> None:
+    rig = make_rig(_ws_handshake, tls=tls)
     rig.upstream.on_tunnel = _ws_echo
     try:
-        got = await deferToThread(_client, rig.port)
+        got = await deferToThread(_client, rig.port, tls)
         assert got == [b"echo:early", b"echo:hello", b"echo:" + b"x" * 200_000, b"<close>"]
         assert rig.upstream.seen[0].header(b"connection") == [b"upgrade"]
     finally:

@@ -87,7 +87,9 @@ class DirectTLSServer(tcp.Server):
     """An accepted TCP connection speaking TLS through OpenSSL's socket BIO."""
 
     tls_info: Any = None
-    _deadline: IDelayedCall | None = None
+    # close() alone sends the FIN: the descriptor is close-on-exec, so no other process holds
+    # it, and Twisted's extra shutdown() would be one more system call per connection.
+    _shouldShutdown = False
     _handshake_writing = False
     _read_wants_write = False
     _write_wants_read = False
@@ -103,9 +105,8 @@ class DirectTLSServer(tcp.Server):
         self._ssl = self._tls._ssl  # the SSL*, for the direct calls on the hot path
         self._handshaking = True
         self._held: list[bytes] = []
-        self._deadline = acceptor.clock.callLater(
-            acceptor.handshake_timeout, self._handshake_timed_out)
-        self._timeout = acceptor.handshake_timeout
+        self._deadlines = server.deadlines
+        self._deadlines.watch(self)
 
     # -- facts for the protocol above -------------------------------------------------------
     def getHandle(self) -> SSL.Connection:  # type: ignore[override]
@@ -122,25 +123,30 @@ class DirectTLSServer(tcp.Server):
 
     # -- handshake --------------------------------------------------------------------------
     def _handshake(self) -> Any:
-        try:
-            self._tls.do_handshake()
-        except SSL.WantReadError:
+        result = _lib.SSL_do_handshake(self._ssl)
+        if result == 1:
+            return self._handshake_done()
+        code = _lib.SSL_get_error(self._ssl, result)
+        if code == _WANT_READ:
             if self._handshake_writing:
                 self._handshake_writing = False
                 self.stopWriting()
             return None
-        except SSL.WantWriteError:  # the kernel did not take our whole flight
+        if code == _WANT_WRITE:  # the kernel did not take our whole flight
             self._handshake_writing = True
             self.startWriting()
             return None
-        except SSL.Error as failed:  # includes SysCallError (EOF, reset) and alerts
+        try:  # pyOpenSSL turns the error (alert, EOF, reset, callback failure) into an exception
+            self._tls._raise_ssl_error(self._ssl, result)
+        except Exception as failed:
             _lib.ERR_clear_error()
             return failed
-        return self._handshake_done()
+        _lib.ERR_clear_error()
+        return main.CONNECTION_LOST
 
     def _handshake_done(self) -> Any:
         self._handshaking = False
-        self._cancel_deadline()
+        self._deadlines.forget(self)
         if self._handshake_writing:
             self._handshake_writing = False
             self.stopWriting()
@@ -151,18 +157,13 @@ class DirectTLSServer(tcp.Server):
             self.loseConnection()
         return None
 
-    def _handshake_timed_out(self) -> None:
-        self._deadline = None
+    def handshake_timed_out(self, timeout: float) -> None:
+        """Called by the port's :class:`HandshakeDeadlines` when the deadline has passed."""
         if not self._handshaking or not self.connected:
             return
         log.info("TLS handshake from {peer} did not finish within {timeout}s; closing",
-                 peer=str(self.getPeer()), timeout=self._timeout)
+                 peer=str(self.getPeer()), timeout=timeout)
         self.abortConnection()
-
-    def _cancel_deadline(self) -> None:
-        deadline, self._deadline = self._deadline, None
-        if deadline is not None and deadline.active():
-            deadline.cancel()
 
     # -- reading ----------------------------------------------------------------------------
     def doRead(self) -> Any:
@@ -332,7 +333,7 @@ class DirectTLSServer(tcp.Server):
             _lib.ERR_clear_error()
 
     def connectionLost(self, reason: Failure) -> None:
-        self._cancel_deadline()
+        self._deadlines.forget(self)
         self._held = []
         super().connectionLost(reason)
 
@@ -351,6 +352,44 @@ def context_acceptor(context: SSL.Context, clock: IReactorTime,
     return TLSAcceptor(connection, clock, handshake_timeout)
 
 
+class HandshakeDeadlines:
+    """The handshake deadline of every connection of a port, with one timer.
+
+    All deadlines are the same length, so the oldest connection still handshaking is always
+    the first to expire: connections sit in an insertion-ordered dict (O(1) to add and to
+    forget when the handshake completes) and a single timed call wakes at the oldest
+    deadline. A per-connection ``callLater`` and its cancellation cost more than the
+    rest of the Python work of a handshake's accept.
+    """
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        self._pending: dict[DirectTLSServer, float] = {}
+        self._timer: IDelayedCall | None = None
+
+    def watch(self, connection: DirectTLSServer) -> None:
+        self._pending[connection] = self._clock.seconds() + self.timeout
+        if self._timer is None:
+            self._timer = self._clock.callLater(self.timeout, self._sweep)
+
+    def forget(self, connection: DirectTLSServer) -> None:
+        self._pending.pop(connection, None)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self._clock.seconds()
+        expired = []
+        for connection, deadline in self._pending.items():
+            if deadline > now:
+                self._timer = self._clock.callLater(deadline - now, self._sweep)
+                break
+            expired.append(connection)
+        for connection in expired:
+            del self._pending[connection]
+            connection.handshake_timed_out(self.timeout)
+
+
 class DirectTLSPort(tcp.Port):
     """A listening TCP port whose connections are :class:`DirectTLSServer`."""
 
@@ -360,6 +399,8 @@ class DirectTLSPort(tcp.Port):
                  acceptor: TLSAcceptor) -> None:
         super().__init__(port, factory, backlog, interface, reactor)
         self.acceptor = acceptor
+        # Outlives stopListening on purpose: accepted connections keep their deadline.
+        self.deadlines = HandshakeDeadlines(acceptor.clock, acceptor.handshake_timeout)
 
 
 __all__ = ["DirectTLSPort", "DirectTLSServer", "TLSAcceptor", "context_acceptor"]

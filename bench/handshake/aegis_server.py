@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.internet.protocol import Factory, Protocol
 
 from aegis.certs.model import LoadedCertificate
+from aegis.listeners import GracefulListener
 from aegis.store.records import HostRecord
 from aegis.tls.endpoint import https_endpoint
 from aegis.tls.selection import MemoryCertificates, SelectionState
@@ -54,8 +55,12 @@ def main(port: int, cert_path: str, key_path: str, name: str) -> None:
                       ssl_cert_id=1, created_at=now, updated_at=now)
     state = SelectionState(MemoryCertificates([bound]), fallback, hosts=[host])
     endpoint = https_endpoint(reactor, f"tcp:{port}:interface=127.0.0.1:backlog=1024", state)
-    listening: Any = endpoint.listen(Factory.forProtocol(Hello))
-    listening.addCallback(lambda _: print("ready", flush=True))
+    # The listener service `aegis run` uses (connection tracking for graceful stops included).
+    listener = GracefulListener(endpoint, Factory.forProtocol(Hello), reactor, 10.0,
+                                "HTTPS listener", lambda why: sys.exit(why))
+    listener.privilegedStartService()
+    listener.startService()
+    print("ready", flush=True)
     runner: Any = reactor
     runner.run()
 

@@ -4,10 +4,11 @@
 
 One upstream (nginx, 1 worker, serving a 1 KB file over plain HTTP) and three TLS reverse
 proxies on free loopback ports, each one process: Aegis (``run_proxy.py``: the real engine
-behind the HTTPS listener's transport, TLS on the socket), nginx (1 worker, upstream keepalive pool) and Caddy
-(GOMAXPROCS=1). The proxy under test is pinned to CPU 0; ``wrk`` (1 thread) and the upstream
-share CPU 1. Each round measures every proxy once (interleaved); the script prints the
-median req/s, p50/p99 latency and Aegis's ratio to each peer as a Markdown table.
+behind the HTTPS listener's transport, TLS on the socket), nginx (1 worker, upstream
+keepalive pool) and Caddy (GOMAXPROCS=1). The proxy under test is pinned to CPU 0; ``wrk``
+(1 thread) and the upstream share CPU 1. Each round measures every proxy once (interleaved);
+the script prints the median req/s, p50/p99 latency and Aegis's ratio to each peer as a
+Markdown table.
 
 Needs: nginx (nginx-light), caddy, wrk, taskset. About ``rounds x 3 x duration`` seconds.
 """
