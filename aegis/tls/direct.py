@@ -87,9 +87,6 @@ class DirectTLSServer(tcp.Server):
     """An accepted TCP connection speaking TLS through OpenSSL's socket BIO."""
 
     tls_info: Any = None
-    # close() alone sends the FIN: the descriptor is close-on-exec, so no other process holds
-    # it, and Twisted's extra shutdown() would be one more system call per connection.
-    _shouldShutdown = False
     _handshake_writing = False
     _read_wants_write = False
     _write_wants_read = False
