@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 import trustme
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface.verify import verifyObject
@@ -18,7 +21,15 @@ from aegis.proxy import proxy_factory
 from aegis.proxy._timers import Sweeper
 from aegis.proxy.routing import Forward, LocalResponse, ProxyLimits, StaticRouter
 from bench.proxy.run_proxy import tls_context_factory
-from tests.test_proxy_support import Seen, UpstreamFactory, UpstreamProtocol, listen, raw_exchange
+from tests.test_proxy_support import (
+    Seen,
+    UpstreamFactory,
+    UpstreamProtocol,
+    listen,
+    make_rig,
+    raw_exchange,
+    tls_client,
+)
 
 
 def _router_rig(routes: dict[str, Any], default: Any = None) -> tuple[Any, int]:
@@ -166,3 +177,44 @@ def test_sweeper_fires_only_passed_deadlines_and_stops_when_empty() -> None:
     assert fired == ["early", "late"]
     clock.advance(0.25)
     assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest_twisted.ensureDeferred
+async def test_nagle_is_off_towards_the_client_and_the_upstream(tls: bool) -> None:
+    """Without TCP_NODELAY a request head and the body bytes written after it wait for a
+    delayed ACK: measured p90 43 ms for a keep-alive POST through the proxy (0.7 ms with it)."""
+    rig = make_rig(tls=tls)
+    fronts: list[Any] = []
+    build = rig.factory.buildProtocol
+
+    def recording(addr: Any) -> Any:
+        fronts.append(build(addr))
+        return fronts[-1]
+
+    rig.factory.buildProtocol = recording
+    try:
+        def post() -> tuple[socket.socket, bytes]:
+            """One keep-alive POST; the connection stays open for the checks."""
+            connection = tls_client(rig.port) if tls else socket.create_connection(
+                ("127.0.0.1", rig.port), 5)
+            connection.sendall(b"POST /x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n"
+                               b"\r\nabc")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += connection.recv(65536)
+            return connection, answer
+
+        connection, answer = await deferToThread(post)
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        client_socket = fronts[0].transport.getHandle()  # pyOpenSSL's Connection delegates
+        assert client_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        pooled = rig.factory.engine.pool.idle_connection(
+            Forward("127.0.0.1", rig.upstream_port.getHost().port))
+        assert pooled is not None
+        upstream_socket = pooled.transport.getHandle()
+        assert upstream_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        pooled.close()
+        connection.close()
+    finally:
+        await rig.stop()

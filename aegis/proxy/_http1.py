@@ -29,7 +29,7 @@ from aegis.listeners import IDrainable
 from aegis.proxy._exchange import Exchange, access_log, error_body
 from aegis.proxy._h1wire import Request, local_response, public_reason, rejection, response_head
 from aegis.proxy._headers import RequestRejected, validate_request, wants_upgrade
-from aegis.proxy._upstream import UpstreamConnection
+from aegis.proxy._upstream import UpstreamConnection, no_delay
 from aegis.proxy.routing import ConnectionInfo, Forward, Headers, LocalResponse, RequestHead
 
 log = Logger()
@@ -68,6 +68,7 @@ class Http1Connection(Protocol):
     # -- connection lifecycle ---------------------------------------------------------------
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        no_delay(self.transport)
         self.engine.pool.sweeper.watch(self)
         self._set_timer(self.engine.limits.header_timeout)
 

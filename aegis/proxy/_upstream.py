@@ -8,6 +8,7 @@ handling) can never leave stale parser state behind for the next request.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
@@ -28,6 +29,19 @@ if TYPE_CHECKING:
 log = Logger()
 _FRAMING = HOP_BY_HOP | {b"content-length"}
 _STANDARD_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
+def no_delay(transport: Any) -> None:
+    """Turn Nagle's algorithm off on a TCP connection (what nginx and Go do for HTTP).
+
+    The proxy often writes one message in two pieces (a request head, then body bytes that
+    arrived with it). With Nagle on, the second piece waits for the peer to acknowledge the
+    first, and the peer delays that ACK while it waits for the rest: a 40 ms stall on a
+    loopback POST (measured: p90 43 ms). Transports without the option (UNIX sockets,
+    in-memory tests) are left as they are.
+    """
+    with contextlib.suppress(AttributeError, OSError, NotImplementedError):
+        transport.setTcpNoDelay(True)
 
 
 class UpstreamUnavailable(Exception):
@@ -89,6 +103,7 @@ class UpstreamConnection(TxProtocol):
     # -- Twisted protocol -------------------------------------------------------------------
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        no_delay(self.transport)
         waiting, self.on_connected = self.on_connected, None
         if waiting is not None:
             waiting.callback(self)
