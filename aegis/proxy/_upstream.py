@@ -83,6 +83,7 @@ class UpstreamConnection(TxProtocol):
         self.reusable = True
         self.tunnel: Any = None
         self._parser: Any = None
+        self._parser_ready = False  # the parser sits between two complete responses
         self._head_only = False
         self._status = 0
         self._reason = b""
@@ -118,7 +119,9 @@ class UpstreamConnection(TxProtocol):
             self.pool.sweeper.unwatch(self)
         self.handler = handler
         self._head_only = method == b"HEAD"
-        self._parser = httptools.HttpResponseParser(self)
+        if not self._parser_ready:  # a fresh parser unless the last response ended cleanly
+            self._parser = httptools.HttpResponseParser(self)
+        self._parser_ready = False
         self._final = False
         self._got_bytes = False
         self._keepalive = True
@@ -254,7 +257,12 @@ class UpstreamConnection(TxProtocol):
             self.handler.response_data(body)
 
     def on_message_complete(self) -> None:
-        if self._final and not self._head_only and self._status not in (204, 304):
+        if not self._final:
+            return  # an interim (1xx) response: the final one follows on the same parser
+        # llhttp has reset for the next message, so the next exchange may reuse the parser.
+        # Never after a HEAD response with a length: llhttp would still expect its body.
+        self._parser_ready = True
+        if not self._head_only and self._status not in (204, 304):
             self._complete()
 
     # -- internals --------------------------------------------------------------------------
