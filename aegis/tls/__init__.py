@@ -3,10 +3,13 @@ HTTPS listener's connection creator. See docs/tls.md.
 
 * :mod:`aegis.tls.policy` — Mozilla "intermediate" contexts; single-certificate listeners.
 * :mod:`aegis.tls.selection` — the spec's selection order as an immutable, swappable table.
-* :mod:`aegis.tls.sni` — :func:`https_factory`, the servername callback.
+* :mod:`aegis.tls.sni` — the servername callback; :func:`https_factory` (Twisted's TLS).
+* :mod:`aegis.tls.direct` — TLS on the socket: the HTTPS listener's transport.
+* :mod:`aegis.tls.endpoint` — :func:`https_endpoint`, the HTTPS listener's endpoint.
 * :mod:`aegis.tls.transport` — handshake deadline; :func:`connection_info` for the HTTP layer.
 """
 
+from aegis.tls.endpoint import https_endpoint
 from aegis.tls.policy import (
     INTERMEDIATE,
     TLS13_ONLY,
@@ -34,6 +37,7 @@ __all__ = [
     "TLSConnectionInfo",
     "TLSPolicy",
     "connection_info",
+    "https_endpoint",
     "https_factory",
     "single_certificate_factory",
 ]

@@ -201,7 +201,10 @@ def https_factory(
     policy: TLSPolicy = INTERMEDIATE,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> TimedTLSFactory:
-    """The HTTPS listener's protocol factory: SNI selection, policy, handshake deadline.
+    """The HTTPS listener's TLS as a protocol factory (Twisted's memory-BIO TLS): SNI
+    selection, policy, handshake deadline. TCP listeners use
+    :func:`aegis.tls.endpoint.https_endpoint` instead (TLS on the socket, the same callback);
+    this serves other sockets (``unix:``) and in-memory tests.
 
     Writes are not gathered per reactor turn
     (:class:`~aegis.tls.transport.DirectTimedTLSProtocol`): the proxy engine writes each

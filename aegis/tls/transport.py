@@ -115,7 +115,8 @@ class DirectTimedTLSProtocol(_HandshakeDeadline):
 class TimedTLSFactory(TLSMemoryBIOFactory):
     """Server-side TLS around ``wrapped`` with a handshake deadline.
 
-    ``gather_writes=False`` selects :class:`DirectTimedTLSProtocol` (the proxy listener).
+    ``gather_writes=False`` selects :class:`DirectTimedTLSProtocol` (the proxy on a non-TCP
+    HTTPS listener; TCP ones use :mod:`aegis.tls.direct`).
     """
 
     protocol: type[_HandshakeDeadline] = TimedTLSProtocol
