@@ -6,7 +6,8 @@ and for each key type starts Aegis (``aegis_server.py``: the real SNI/policy TLS
 (1 worker) and Caddy (GOMAXPROCS=1) on free loopback ports with that certificate. Servers are
 pinned to CPU 0 and the load client to CPU 1 (``taskset``), one server at a time. Each server
 is measured with TLS 1.2 and TLS 1.3; the script prints a Markdown table of handshakes/s and
-Aegis's rate as a ratio of each peer (medians of ``--rounds`` interleaved rounds).
+Aegis's rate as a ratio of each peer (medians of ``--rounds`` interleaved rounds), then the
+per-round ratios and their medians.
 
 Needs: golang-go, nginx (nginx-light), caddy, taskset (util-linux). About 2 minutes.
 """
@@ -187,6 +188,17 @@ def main() -> int:
             a, n, c = (rates[(s, kind, version)] for s in ("aegis", "nginx", "caddy"))
             print(f"| {kind.upper()} | {version} | {a:.0f} | {n:.0f} | {c:.0f} | "
                   f"{a / n:.2f} | {a / c:.2f} |")
+    # Ratios within each round pair measurements taken seconds apart: on a shared machine
+    # whose speed drifts, their median is steadier than the ratio of the medians.
+    print()
+    for kind in ("ecdsa", "rsa"):
+        for version in ("1.2", "1.3"):
+            for peer in ("nginx", "caddy"):
+                ratios = [a / p for a, p in zip(samples[("aegis", kind, version)],
+                                                samples[(peer, kind, version)], strict=True)]
+                listed = ", ".join(f"{r:.2f}x" for r in ratios)
+                print(f"{kind.upper()} TLS {version} Aegis/{peer} per round: {listed} "
+                      f"(median {statistics.median(ratios):.2f}x)")
     return 0
 
 
