@@ -187,7 +187,8 @@ class DirectTLSServer(tcp.Server):
                 self._write_wants_read = False
                 self.startWriting()
             why = self._dataReceived(_ffi.buffer(_read_buffer, count)[:])
-            if why is not None or self._paused or not self.connected or self.disconnecting:
+            if (why is not None or self._paused or not self.connected or self.disconnecting
+                    or self._aborting):
                 return why
             if not _lib.SSL_pending(ssl):
                 return None
