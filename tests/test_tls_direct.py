@@ -26,9 +26,11 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
+from aegis.tls.deadlines import HandshakeDeadlines
 from aegis.tls.direct import DirectTLSServer, TLSAcceptor, context_acceptor
 from aegis.tls.endpoint import DirectTLSEndpoint, https_endpoint
 from aegis.tls.policy import certificate_context
@@ -417,3 +419,35 @@ def test_tcp_descriptions_get_the_direct_endpoint() -> None:
                       DirectTLSEndpoint)
     assert isinstance(https_endpoint(reactor, "tcp6:0:interface=\\:\\:1", state),
                       DirectTLSEndpoint)
+
+
+class _Handshaking:
+    def __init__(self) -> None:
+        self.timed_out: list[float] = []
+
+    def handshake_timed_out(self, timeout: float) -> None:
+        self.timed_out.append(timeout)
+
+
+def test_handshake_deadlines_expire_in_order_with_one_timer() -> None:
+    clock = Clock()
+    deadlines = HandshakeDeadlines(clock, 10.0)
+    first, second, done, third = (_Handshaking() for _ in range(4))
+    deadlines.watch(first)
+    clock.advance(3)
+    deadlines.watch(second)
+    deadlines.watch(done)
+    clock.advance(3)
+    deadlines.watch(third)
+    deadlines.forget(done)  # its handshake finished
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(4)  # t=10: only the first has expired
+    assert (first.timed_out, second.timed_out, third.timed_out) == ([10.0], [], [])
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(3)  # t=13
+    assert second.timed_out == [10.0] and third.timed_out == [] and done.timed_out == []
+    clock.advance(3)  # t=16
+    assert third.timed_out == [10.0]
+    assert clock.getDelayedCalls() == []  # nothing left to watch: no timer either
+    deadlines.watch(first)
+    assert len(clock.getDelayedCalls()) == 1

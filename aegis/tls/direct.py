@@ -49,11 +49,12 @@ from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from twisted.internet import main, tcp
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from aegis.tls.deadlines import HandshakeDeadlines
 from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT
 
 log = Logger()
@@ -348,44 +349,6 @@ def context_acceptor(context: SSL.Context, clock: IReactorTime,
         return tls
 
     return TLSAcceptor(connection, clock, handshake_timeout)
-
-
-class HandshakeDeadlines:
-    """The handshake deadline of every connection of a port, with one timer.
-
-    All deadlines are the same length, so the oldest connection still handshaking is always
-    the first to expire: connections sit in an insertion-ordered dict (O(1) to add and to
-    forget when the handshake completes) and a single timed call wakes at the oldest
-    deadline. A per-connection ``callLater`` and its cancellation cost more than the
-    rest of the Python work of a handshake's accept.
-    """
-
-    def __init__(self, clock: IReactorTime, timeout: float) -> None:
-        self._clock = clock
-        self.timeout = timeout
-        self._pending: dict[DirectTLSServer, float] = {}
-        self._timer: IDelayedCall | None = None
-
-    def watch(self, connection: DirectTLSServer) -> None:
-        self._pending[connection] = self._clock.seconds() + self.timeout
-        if self._timer is None:
-            self._timer = self._clock.callLater(self.timeout, self._sweep)
-
-    def forget(self, connection: DirectTLSServer) -> None:
-        self._pending.pop(connection, None)
-
-    def _sweep(self) -> None:
-        self._timer = None
-        now = self._clock.seconds()
-        expired = []
-        for connection, deadline in self._pending.items():
-            if deadline > now:
-                self._timer = self._clock.callLater(deadline - now, self._sweep)
-                break
-            expired.append(connection)
-        for connection in expired:
-            del self._pending[connection]
-            connection.handshake_timed_out(self.timeout)
 
 
 class DirectTLSPort(tcp.Port):
