@@ -95,7 +95,7 @@ class Http1Connection(Protocol):
             self._upgrade_rest.append(data)
             return
         if self._in_body:
-            self._set_timer(self.engine.limits.body_idle_timeout)
+            self._arm_body_timer()
         elif not self._in_head:
             self._in_head = True
             self._head_bytes = 0
@@ -228,7 +228,7 @@ class Http1Connection(Protocol):
         self._head_bytes = 0
         self._in_body = framing != "none"
         if self._in_body:
-            self._set_timer(self.engine.limits.body_idle_timeout)
+            self._arm_body_timer()
         else:
             self._cancel_timer()
         self._queue.append(request)
@@ -387,9 +387,13 @@ class Http1Connection(Protocol):
 
     def pause_reading(self) -> None:
         self._pause("upstream")
+        if self._in_body:
+            self._arm_body_timer()  # the idle part stops while we hold the client back
 
     def resume_reading(self) -> None:
         self._resume("upstream")
+        if self._in_body:
+            self._arm_body_timer()
 
     def start_tunnel(self, upstream: UpstreamConnection, status: int, reason: bytes,
                      headers: Headers, rest: bytes) -> None:
@@ -444,6 +448,15 @@ class Http1Connection(Protocol):
         if (self._in_head or self._in_body) and self._request_deadline:
             deadline = min(deadline, self._request_deadline)  # the whole-request limit
         self.deadline = deadline
+
+    def _arm_body_timer(self) -> None:
+        """Between request-body bytes: ``body_idle_timeout``, capped by the whole-request
+        deadline. While Aegis itself holds the client back (the upstream is slow to take the
+        body, or not connected yet) the client is not idle: only the cap runs (none if 0)."""
+        if "upstream" in self._paused:
+            self.deadline = self._request_deadline
+        else:
+            self._set_timer(self.engine.limits.body_idle_timeout)
 
     def _cancel_timer(self) -> None:
         self.deadline = 0.0
