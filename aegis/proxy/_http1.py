@@ -20,13 +20,14 @@ from typing import Any, Literal
 
 import httptools
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from aegis.listeners import IDrainable
 from aegis.proxy._exchange import Exchange, access_log, error_body
+from aegis.proxy._h1flow import ClientFlow
 from aegis.proxy._h1wire import Request, local_response, public_reason, rejection, response_head
 from aegis.proxy._headers import RequestRejected, validate_request, wants_upgrade
 from aegis.proxy._upstream import UpstreamConnection, no_delay
@@ -36,7 +37,7 @@ log = Logger()
 
 
 @implementer(IPushProducer, IDrainable)
-class Http1Connection(Protocol):
+class Http1Connection(ClientFlow):
     """One client connection speaking HTTP/1.x (or handing over to HTTP/2 after ALPN)."""
 
     def __init__(self, engine: Any) -> None:
@@ -153,26 +154,6 @@ class Http1Connection(Protocol):
         self._closing = True
         if self._active is None and not self._in_head and self._tunnel is None:
             self._close()
-
-    # -- IPushProducer: our transport's send buffer -----------------------------------------
-    def pauseProducing(self) -> None:
-        if self._tunnel is not None:
-            self._tunnel.transport.pauseProducing()  # type: ignore[union-attr]
-        elif self._delegate is not None:
-            self._delegate.pauseProducing()
-        elif self._active is not None and self._active.exchange is not None:
-            self._active.exchange.pause_response()
-
-    def resumeProducing(self) -> None:
-        if self._tunnel is not None:
-            self._tunnel.transport.resumeProducing()  # type: ignore[union-attr]
-        elif self._delegate is not None:
-            self._delegate.resumeProducing()
-        elif self._active is not None and self._active.exchange is not None:
-            self._active.exchange.resume_response()
-
-    def stopProducing(self) -> None:
-        pass
 
     # -- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -424,44 +405,3 @@ class Http1Connection(Protocol):
         self._closing = True
         self._close()
         log.info("rejected request with {status}: {reason}", status=status, reason=reason)
-
-    def _close(self) -> None:
-        """Close after the buffered bytes are out. A transport still holding our producer
-        would wait for it instead of closing, so it is unregistered first."""
-        if self.transport is not None and not self._closed:
-            self.transport.unregisterProducer()  # type: ignore[attr-defined]
-            self.transport.loseConnection()
-
-    def _pause(self, why: str) -> None:
-        if not self._paused and not self._closed:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
-        self._paused.add(why)
-
-    def _resume(self, why: str) -> None:
-        if why in self._paused:
-            self._paused.discard(why)
-            if not self._paused and not self._closed:
-                self.transport.resumeProducing()  # type: ignore[union-attr]
-
-    def _set_timer(self, seconds: float) -> None:
-        deadline = self.engine.clock.seconds() + seconds
-        if (self._in_head or self._in_body) and self._request_deadline:
-            deadline = min(deadline, self._request_deadline)  # the whole-request limit
-        self.deadline = deadline
-
-    def _arm_body_timer(self) -> None:
-        """Between request-body bytes: ``body_idle_timeout``, capped by the whole-request
-        deadline. While Aegis itself holds the client back (the upstream is slow to take the
-        body, or not connected yet) the client is not idle: only the cap runs (none if 0)."""
-        if "upstream" in self._paused:
-            self.deadline = self._request_deadline
-        else:
-            self._set_timer(self.engine.limits.body_idle_timeout)
-
-    def _cancel_timer(self) -> None:
-        self.deadline = 0.0
-
-    def expired(self) -> None:
-        if self._active is not None and not self._in_body:
-            return  # waiting for the upstream: the exchange has its own timeout
-        self.transport.abortConnection()  # type: ignore[union-attr]
