@@ -252,3 +252,54 @@ async def test_request_timeout_leaves_a_prompt_request_and_idle_keepalive_alone(
         assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
     finally:
         await rig.stop()
+
+
+def _early_answer(proto: UpstreamProtocol) -> None:
+    """An app that refuses a POST on its head, before its body (an early 401 or 413)."""
+    if proto.url.startswith(b"/early"):
+        proto.transport.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope")
+
+
+def _read_until(sock: socket.socket, end: bytes) -> bytes:
+    data = b""
+    while not data.endswith(end):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest_twisted.ensureDeferred
+async def test_early_upstream_answer_keeps_the_connection_when_little_body_is_left() -> None:
+    """The rest of the body is read and dropped, then the next request is served on the same
+    connection (a client reusing it must not meet a silently closed socket)."""
+    rig = make_rig()
+    rig.upstream.on_head = _early_answer
+
+    def client() -> tuple[bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", rig.port), timeout=5) as sock:
+            sock.sendall(b"POST /early HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\n")
+            first = _read_until(sock, b"nope")
+            sock.sendall(b"0123456789GET /next HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            return first, _read_until(sock, b"hello /next")
+
+    try:
+        first, second = await deferToThread(client)
+        assert first.startswith(b"HTTP/1.1 401 ") and b"Connection: close" not in first
+        assert second.startswith(b"HTTP/1.1 200 OK") and second.endswith(b"hello /next")
+    finally:
+        await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_early_upstream_answer_with_a_large_rest_announces_the_close() -> None:
+    rig = make_rig()
+    rig.upstream.on_head = _early_answer
+    try:
+        raw = await raw_exchange(rig.port, b"POST /early HTTP/1.1\r\nHost: app.test\r\n"
+                                 b"Content-Length: 5000000\r\n\r\nsome")
+        assert raw.startswith(b"HTTP/1.1 401 ") and b"Connection: close\r\n" in raw
+        assert raw.endswith(b"nope")  # and then the proxy closed the connection
+    finally:
+        await rig.stop()

@@ -13,7 +13,7 @@ class Request:
     """A parsed request head waiting for (or in) its exchange."""
 
     __slots__ = ("body", "complete", "discard", "exchange", "framing", "head", "keepalive",
-                 "length", "upgrade")
+                 "length", "received", "upgrade")
 
     def __init__(self, head: RequestHead, framing: Literal["none", "length", "chunked"],
                  length: int | None, keepalive: bool, upgrade: bytes | None) -> None:
@@ -23,9 +23,23 @@ class Request:
         self.keepalive = keepalive
         self.upgrade = upgrade
         self.body: list[bytes] = []
+        self.received = 0  # body bytes read so far
         self.complete = False
         self.discard = False
         self.exchange: Exchange | None = None
+
+
+# An upstream may answer before the request body is in (an early 401 or 413, an app that
+# ignores the body). Up to this much of the rest is read and dropped so the connection stays
+# open, as nginx does; a longer or chunked rest closes it, announced in the response head.
+DISCARD_LIMIT = 1024 * 1024
+
+
+def small_rest(request: Request) -> bool:
+    """Whether the unread rest of ``request``'s body is short enough to read and drop."""
+    return (request.complete or request.framing == "none"
+            or (request.framing == "length" and request.length is not None
+                and request.length - request.received <= DISCARD_LIMIT))
 
 
 def response_head(status: int, reason: bytes, headers: Headers, extra: list[bytes]) -> bytes:

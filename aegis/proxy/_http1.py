@@ -28,7 +28,14 @@ from zope.interface import implementer
 from aegis.listeners import IDrainable
 from aegis.proxy._exchange import Exchange, access_log, error_body
 from aegis.proxy._h1flow import ClientFlow
-from aegis.proxy._h1wire import Request, local_response, public_reason, rejection, response_head
+from aegis.proxy._h1wire import (
+    Request,
+    local_response,
+    public_reason,
+    rejection,
+    response_head,
+    small_rest,
+)
 from aegis.proxy._headers import RequestRejected, validate_request, wants_upgrade
 from aegis.proxy._upstream import UpstreamConnection, no_delay
 from aegis.proxy.routing import ConnectionInfo, Forward, Headers, LocalResponse, RequestHead
@@ -220,7 +227,10 @@ class Http1Connection(ClientFlow):
 
     def on_body(self, body: bytes) -> None:
         request = self._queue[-1] if self._queue else self._active
-        if request is None or request.discard:
+        if request is None:
+            return
+        request.received += len(body)
+        if request.discard:
             return
         if request.exchange is not None:
             request.exchange.request_data(body)
@@ -313,6 +323,8 @@ class Http1Connection(ClientFlow):
                 lines.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 self._closing = True
+        if not small_rest(self._active):
+            self._closing = True  # the upstream answered early; too much body left to drop
         if self._closing:
             lines.append(b"Connection: close\r\n")
         elif version == "1.0":
@@ -341,9 +353,14 @@ class Http1Connection(ClientFlow):
         self._resume("upstream")
         request = self._active
         if request is not None and not request.complete:
-            # The upstream answered before the body was read: the rest cannot be framed.
-            self._closing = True
-            self._close()
+            if self._closing:  # announced in the head: see small_rest
+                self._close()
+                return
+            # The upstream answered before the whole body arrived: read the rest, drop it,
+            # and go on with the next request when it is in (the body timers still run).
+            request.discard = True
+            request.exchange = None
+            self._responding = False
             return
         self._finished_exchange()
 
