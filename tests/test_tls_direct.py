@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_twisted
@@ -37,6 +37,7 @@ from aegis.tls.policy import certificate_context
 from aegis.tls.selection import MemoryCertificates, SelectionState
 from tests.test_tls_support import PKI
 
+T = TypeVar("T")
 PKI_ = PKI()
 LEAF = PKI_.leaf("direct.example.com")
 MANY_NAMES = PKI_.leaf(*(f"n{i:04d}.example.com" for i in range(1500)))
@@ -108,6 +109,15 @@ class Server:
         endpoint = DirectTLSEndpoint(reactor, 0, 50, "127.0.0.1", self.acceptor)
         return await endpoint.listen(self.factory())
 
+    async def serve(self, client: Callable[..., T], *args: Any) -> T:
+        """Listen, run ``client(port, *args)`` in a thread, stop listening; its result."""
+        port = await self.listen()
+        try:
+            result: T = await deferToThread(client, port.getHost().port, *args)
+            return result
+        finally:
+            await maybeDeferred(port.stopListening)
+
 
 def acceptor(certificate: Any = LEAF, send_buffer: int | None = None,
              timeout: float = 10.0) -> TLSAcceptor:
@@ -146,23 +156,20 @@ async def test_large_response_through_a_small_send_buffer_arrives_intact() -> No
         protocol.transport.loseConnection()  # type: ignore[union-attr]
 
     server = Server(lambda: Recorder(on_made=send_all), acceptor(send_buffer=4096))
-    port = await server.listen()
-    try:
-        def read_all() -> bytes:
-            with connect(port.getHost().port) as tls:
-                time.sleep(0.5)  # the server's buffer fills meanwhile
-                received = []
-                while chunk := tls.recv(1 << 20):  # b"" only after close_notify
-                    received.append(chunk)
-                return b"".join(received)
 
-        data = await deferToThread(read_all)
-        assert len(data) == sum(len(p) for p in pieces)
-        assert digest(data) == digest(*pieces)
-        reason = await server.protocols[0].ended()
-        assert reason.check(ConnectionDone)
-    finally:
-        await maybeDeferred(port.stopListening)
+    def read_all(port: int) -> bytes:
+        with connect(port) as tls:
+            time.sleep(0.5)  # the server's buffer fills meanwhile
+            received = []
+            while chunk := tls.recv(1 << 20):  # b"" only after close_notify
+                received.append(chunk)
+            return b"".join(received)
+
+    data = await server.serve(read_all)
+    assert len(data) == sum(len(p) for p in pieces)
+    assert digest(data) == digest(*pieces)
+    reason = await server.protocols[0].ended()
+    assert reason.check(ConnectionDone)
 
 
 @pytest_twisted.ensureDeferred
@@ -181,21 +188,18 @@ async def test_upload_with_pauses_arrives_intact_and_in_order() -> None:
             transport.loseConnection()
 
     server = Server(lambda: Recorder(on_data=pause_per_mib), acceptor())
-    port = await server.listen()
-    try:
-        def upload() -> bytes:
-            with connect(port.getHost().port) as tls:
-                for _ in range(24):
-                    tls.sendall(BLOCK)
-                answer = b""
-                while chunk := tls.recv(1024):
-                    answer += chunk
-                return answer
 
-        answer = await deferToThread(upload)
-        assert answer == digest(*[BLOCK] * 24).encode()
-    finally:
-        await maybeDeferred(port.stopListening)
+    def upload(port: int) -> bytes:
+        with connect(port) as tls:
+            for _ in range(24):
+                tls.sendall(BLOCK)
+            answer = b""
+            while chunk := tls.recv(1024):
+                answer += chunk
+            return answer
+
+    answer = await server.serve(upload)
+    assert answer == digest(*[BLOCK] * 24).encode()
 
 
 @pytest_twisted.ensureDeferred
@@ -206,18 +210,15 @@ async def test_writes_before_the_handshake_are_held_then_sent() -> None:
         protocol.transport.writeSequence([b"before ", b"handshake"])
 
     server = Server(lambda: Recorder(on_made=greet), acceptor())
-    port = await server.listen()
-    try:
-        def read() -> bytes:
-            with connect(port.getHost().port) as tls:
-                got = b""
-                while len(got) < 22:
-                    got += tls.recv(100)
-                return got
 
-        assert await deferToThread(read) == b"hello before handshake"
-    finally:
-        await maybeDeferred(port.stopListening)
+    def read(port: int) -> bytes:
+        with connect(port) as tls:
+            got = b""
+            while len(got) < 22:
+                got += tls.recv(100)
+            return got
+
+    assert await server.serve(read) == b"hello before handshake"
 
 
 @pytest_twisted.ensureDeferred
@@ -234,80 +235,68 @@ async def test_connection_facts_for_the_http_layer() -> None:
         transport.write(b"ok")
 
     server = Server(lambda: Recorder(on_data=facts), acceptor())
-    port = await server.listen()
-    try:
-        def ask() -> bytes:
-            with connect(port.getHost().port) as tls:
-                tls.sendall(b"?")
-                return tls.recv(10)
 
-        assert await deferToThread(ask) == b"ok"
-        assert seen == {"ssl": True, "direct": True, "alpn": b"h2",
-                        "sni": b"direct.example.com", "peer": "127.0.0.1"}
-    finally:
-        await maybeDeferred(port.stopListening)
+    def ask(port: int) -> bytes:
+        with connect(port) as tls:
+            tls.sendall(b"?")
+            return tls.recv(10)
+
+    assert await server.serve(ask) == b"ok"
+    assert seen == {"ssl": True, "direct": True, "alpn": b"h2",
+                    "sni": b"direct.example.com", "peer": "127.0.0.1"}
 
 
 @pytest.mark.parametrize("ending", ["close_notify", "abrupt"])
 @pytest_twisted.ensureDeferred
 async def test_how_the_peer_ended_reaches_connection_lost(ending: str) -> None:
     server = Server(Recorder, acceptor())
-    port = await server.listen()
-    try:
-        def talk_and_end() -> None:
-            tls = connect(port.getHost().port)
-            tls.sendall(b"x")
-            time.sleep(0.1)
-            if ending == "close_notify":
-                tls.unwrap().close()
-            else:
-                socket.socket(fileno=tls.detach()).close()  # TCP closes, no close_notify
 
-        await deferToThread(talk_and_end)
-        reason = await server.protocols[0].ended()
-        expected = ConnectionDone if ending == "close_notify" else ConnectionLost
-        assert reason.check(expected), reason
-        assert server.protocols[0].count == 1
-    finally:
-        await maybeDeferred(port.stopListening)
+    def talk_and_end(port: int) -> None:
+        tls = connect(port)
+        tls.sendall(b"x")
+        time.sleep(0.1)
+        if ending == "close_notify":
+            tls.unwrap().close()
+        else:
+            socket.socket(fileno=tls.detach()).close()  # TCP closes, no close_notify
+
+    await server.serve(talk_and_end)
+    reason = await server.protocols[0].ended()
+    expected = ConnectionDone if ending == "close_notify" else ConnectionLost
+    assert reason.check(expected), reason
+    assert server.protocols[0].count == 1
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_failed_handshake_reaches_the_protocol_as_the_tls_error() -> None:
     server = Server(Recorder, acceptor())
-    port = await server.listen()
-    try:
-        def plain_http() -> bytes:
-            with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                return s.recv(100)
 
-        await deferToThread(plain_http)
-        reason = await server.protocols[0].ended()
-        assert reason.check(SSL.Error), reason
-        assert server.protocols[0].count == 0
-    finally:
-        await maybeDeferred(port.stopListening)
+    def plain_http(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            return s.recv(100)
+
+    await server.serve(plain_http)
+    reason = await server.protocols[0].ended()
+    assert reason.check(SSL.Error), reason
+    assert server.protocols[0].count == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_close_during_the_handshake_closes_without_finishing_it() -> None:
     server = Server(lambda: Recorder(on_made=lambda p: p.transport.loseConnection()),  # type: ignore[union-attr]
                     acceptor())
-    port = await server.listen()
-    try:
-        def handshake() -> str:
-            try:
-                connect(port.getHost().port).close()
-            except (ssl.SSLError, OSError) as refused:
-                return type(refused).__name__
-            return "completed"
 
-        assert await deferToThread(handshake) != "completed"
-        reason = await server.protocols[0].ended()
-        assert reason.check(ConnectionDone)
-    finally:
-        await maybeDeferred(port.stopListening)
+    def handshake(port: int) -> str:
+        try:
+            connect(port).close()
+        except (ssl.SSLError, OSError) as refused:
+            return type(refused).__name__
+        return "completed"
+
+    assert await server.serve(handshake) != "completed"
+    reason = await server.protocols[0].ended()
+    assert reason.check(ConnectionDone)
 
 
 @pytest_twisted.ensureDeferred
@@ -318,23 +307,20 @@ async def test_abort_mid_response_is_not_a_clean_end() -> None:
         transport.abortConnection()
 
     server = Server(lambda: Recorder(on_data=start_then_abort), acceptor())
-    port = await server.listen()
-    try:
-        def read_to_end() -> str:
-            with connect(port.getHost().port) as tls:
-                tls.sendall(b"go")
-                try:
-                    while tls.recv(100):
-                        pass
-                except (ssl.SSLError, OSError) as cut:
-                    return type(cut).__name__
-                return "clean"
 
-        assert await deferToThread(read_to_end) != "clean"
-        reason = await server.protocols[0].ended()
-        assert reason.check(ConnectionAborted)
-    finally:
-        await maybeDeferred(port.stopListening)
+    def read_to_end(port: int) -> str:
+        with connect(port) as tls:
+            tls.sendall(b"go")
+            try:
+                while tls.recv(100):
+                    pass
+            except (ssl.SSLError, OSError) as cut:
+                return type(cut).__name__
+            return "clean"
+
+    assert await server.serve(read_to_end) != "clean"
+    reason = await server.protocols[0].ended()
+    assert reason.check(ConnectionAborted)
 
 
 def slow_reader_echo(port: int, name: str) -> bytes:
@@ -376,12 +362,8 @@ async def test_handshake_flight_larger_than_the_socket_buffers() -> None:
     drains."""
     server = Server(lambda: Recorder(on_data=lambda p, d: p.transport.write(d)),  # type: ignore[union-attr]
                     acceptor(MANY_NAMES, send_buffer=4096))
-    port = await server.listen()
-    try:
-        answer = await deferToThread(slow_reader_echo, port.getHost().port, "n1499.example.com")
-        assert answer == b"ping"
-    finally:
-        await maybeDeferred(port.stopListening)
+    answer = await server.serve(slow_reader_echo, "n1499.example.com")
+    assert answer == b"ping"
 
 
 @pytest_twisted.ensureDeferred
