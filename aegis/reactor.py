@@ -43,7 +43,8 @@ class ImmediateWriteMixin:
     producer (which is asked for more only from ``doWrite``) use Twisted's own ``write``,
     which keeps ordering and error reporting unchanged. A socket error here
     is not raised: the data is queued instead and the next ``doWrite`` meets the same
-    error and loses the connection the usual way.
+    error and loses the connection the usual way. ``_send_now`` is how the bytes go out:
+    :class:`aegis.tls.direct.DirectTLSServer` encrypts them there.
     """
 
     TLS: bool
@@ -69,14 +70,19 @@ class ImmediateWriteMixin:
             and (self.producer is None or self.streamingProducer)
             and isinstance(data, bytes)
         ):
-            try:
-                sent = self.socket.send(data)
-            except OSError:
-                sent = 0
+            sent = self._send_now(data)
             if sent == len(data):
                 return
             data = data[sent:]
         super().write(data)  # type: ignore[misc]
+
+    def _send_now(self, data: bytes) -> int:
+        """Bytes of ``data`` the kernel took at once (0 on any error: see the class)."""
+        try:
+            sent: int = self.socket.send(data)
+        except OSError:
+            return 0
+        return sent
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         chunks = list(iovec)

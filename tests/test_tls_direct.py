@@ -404,22 +404,31 @@ def test_tcp_descriptions_get_the_direct_endpoint() -> None:
 
 
 class _Handshaking:
-    def __init__(self) -> None:
+    """Records the clock time of each timeout (all watched at t=0 time out at t=10 s)."""
+
+    def __init__(self, clock: Clock, started: float = 0.0) -> None:
+        self.clock = clock
+        self.started = started
         self.timed_out: list[float] = []
 
-    def handshake_timed_out(self, timeout: float) -> None:
-        self.timed_out.append(timeout)
+    def getPeer(self) -> str:
+        return "peer"
+
+    def handshake_timed_out(self) -> None:
+        self.timed_out.append(self.clock.seconds() - self.started)
 
 
 def test_handshake_deadlines_expire_in_order_with_one_timer() -> None:
     clock = Clock()
     deadlines = HandshakeDeadlines(clock, 10.0)
-    first, second, done, third = (_Handshaking() for _ in range(4))
+    first, second, done, third = (_Handshaking(clock) for _ in range(4))
     deadlines.watch(first)
     clock.advance(3)
+    second.started = done.started = 3.0
     deadlines.watch(second)
     deadlines.watch(done)
     clock.advance(3)
+    third.started = 6.0
     deadlines.watch(third)
     deadlines.forget(done)  # its handshake finished
     assert len(clock.getDelayedCalls()) == 1

@@ -170,13 +170,15 @@ class Exchange:
             return
         self._upstream = upstream
         upstream.begin(self, self.head.method, self._request_done)
-        upstream.write(upstream_head(self.head, self._conn, self.forward, self._framing,
-                                     self._length, self._upgrade, self._limits.via))
-        if self._pending:
+        head = upstream_head(self.head, self._conn, self.forward, self._framing,
+                             self._length, self._upgrade, self._limits.via)
+        if self._pending:  # body bytes that came while connecting leave with the head
             pending, self._pending = self._pending, []
             self._body_started = True
-            upstream.write(b"".join(pending))
+            upstream.write(b"".join([head, *pending]))
             self.front.resume_reading()
+        else:
+            upstream.write(head)
         if self._response_paused and upstream.transport is not None:
             upstream.transport.pauseProducing()  # type: ignore[attr-defined]
         if self._request_done:

@@ -14,6 +14,8 @@ from typing import Any
 
 from twisted.internet.protocol import Protocol
 
+from aegis.proxy._timers import body_deadline
+
 
 class ClientFlow(Protocol):
     """Reasons the client is held back, and the one deadline of the connection."""
@@ -74,13 +76,10 @@ class ClientFlow(Protocol):
         self.deadline = deadline
 
     def _arm_body_timer(self) -> None:
-        """Between request-body bytes: ``body_idle_timeout``, capped by the whole-request
-        deadline. While Aegis itself holds the client back (the upstream is slow to take the
-        body, or not connected yet) the client is not idle: only the cap runs (none if 0)."""
-        if "upstream" in self._paused:
-            self.deadline = self._request_deadline
-        else:
-            self._set_timer(self.engine.limits.body_idle_timeout)
+        """Between request-body bytes (see :func:`~aegis.proxy._timers.body_deadline`)."""
+        self.deadline = body_deadline(self.engine.clock.seconds(),
+                                      self.engine.limits.body_idle_timeout,
+                                      self._request_deadline, "upstream" in self._paused)
 
     def _cancel_timer(self) -> None:
         self.deadline = 0.0

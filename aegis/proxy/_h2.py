@@ -32,6 +32,7 @@ from twisted.logger import Logger
 
 from aegis.proxy._exchange import Exchange, access_log, error_body
 from aegis.proxy._headers import RequestRejected, validate_request
+from aegis.proxy._timers import body_deadline
 from aegis.proxy._upstream import UpstreamConnection
 from aegis.proxy.routing import ConnectionInfo, Forward, Headers, LocalResponse
 
@@ -68,12 +69,9 @@ class _Stream:
         self.owner.engine.pool.sweeper.watch(self)
 
     def _arm_body_timer(self) -> None:
-        if self.reading_paused:  # held back by us: only the whole-body cap runs
-            self.deadline = self._request_deadline
-            return
         engine = self.owner.engine
-        idle = engine.clock.seconds() + engine.limits.body_idle_timeout
-        self.deadline = min(idle, self._request_deadline or idle)
+        self.deadline = body_deadline(engine.clock.seconds(), engine.limits.body_idle_timeout,
+                                      self._request_deadline, self.reading_paused)
 
     def body_progress(self) -> None:
         if self._body_timed:

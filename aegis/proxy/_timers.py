@@ -19,6 +19,17 @@ from twisted.logger import Logger
 log = Logger()
 
 
+def body_deadline(now: float, idle_timeout: float, cap: float, held: bool) -> float:
+    """When a request body's wait ends: ``idle_timeout`` after ``now``, but never past the
+    whole-request deadline ``cap`` (0: none). While Aegis itself holds the client back
+    (``held``: the upstream is slow to take the body, or not connected yet) the client is not
+    idle, and only the cap runs. HTTP/1.1 and HTTP/2 streams both use this."""
+    if held:
+        return cap
+    idle = now + idle_timeout
+    return min(idle, cap) if cap else idle
+
+
 class Watched(Protocol):
     """An object with a deadline (``0.0``: none) and what to do when it passes."""
 

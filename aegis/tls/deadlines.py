@@ -1,20 +1,28 @@
 """Handshake deadlines for a listening port, with one timer instead of one per connection.
 
-Used by :class:`aegis.tls.direct.DirectTLSPort`; see :class:`HandshakeDeadlines`.
+Used by both HTTPS transports (:class:`aegis.tls.direct.DirectTLSPort` and
+:class:`aegis.tls.transport.TimedTLSFactory`); see :class:`HandshakeDeadlines`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
 
 
 class TimedHandshake(Protocol):
-    """A connection whose handshake can time out."""
+    """A connection whose handshake can time out. It is forgotten when its handshake
+    completes or it closes, so whatever is still watched at its deadline is stuck."""
 
-    def handshake_timed_out(self, timeout: float) -> None:
-        """The deadline passed; close if the handshake is still running."""
+    def getPeer(self) -> Any:
+        """The client's address, for the log line."""
+
+    def handshake_timed_out(self) -> None:
+        """The deadline passed with the handshake unfinished: abort the connection."""
 
 
 class HandshakeDeadlines:
@@ -51,7 +59,9 @@ class HandshakeDeadlines:
             expired.append(connection)
         for connection in expired:
             del self._pending[connection]
-            connection.handshake_timed_out(self.timeout)
+            log.info("TLS handshake from {peer} did not finish within {timeout}s; closing",
+                     peer=str(connection.getPeer()), timeout=self.timeout)
+            connection.handshake_timed_out()
 
 
 __all__ = ["HandshakeDeadlines", "TimedHandshake"]

@@ -43,6 +43,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from OpenSSL import SSL
@@ -54,6 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from aegis.reactor import ImmediateWriteMixin
 from aegis.tls.deadlines import HandshakeDeadlines
 from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT
 
@@ -84,7 +86,7 @@ class TLSAcceptor:
 
 
 @implementer(ISSLTransport)
-class DirectTLSServer(tcp.Server):
+class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
     """An accepted TCP connection speaking TLS through OpenSSL's socket BIO."""
 
     tls_info: Any = None
@@ -155,12 +157,8 @@ class DirectTLSServer(tcp.Server):
             self.loseConnection()
         return None
 
-    def handshake_timed_out(self, timeout: float) -> None:
-        """Called by the port's :class:`HandshakeDeadlines` when the deadline has passed."""
-        if not self._handshaking or not self.connected:
-            return
-        log.info("TLS handshake from {peer} did not finish within {timeout}s; closing",
-                 peer=str(self.getPeer()), timeout=timeout)
+    def handshake_timed_out(self) -> None:
+        """The deadline passed with the handshake unfinished (see HandshakeDeadlines)."""
         self.abortConnection()
 
     # -- reading ----------------------------------------------------------------------------
@@ -237,25 +235,17 @@ class DirectTLSServer(tcp.Server):
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if not data or not self.connected or self.disconnecting:
-            super().write(data)
-            return
-        if self._handshaking:
+        if self._handshaking and data and self.connected and not self.disconnecting:
             self._held.append(bytes(data))
             return
-        if (not self._tempDataLen and len(self.dataBuffer) == self.offset
-                and not self._write_wants_read and not self._writeDisconnected
-                and (self.producer is None or self.streamingProducer)):
-            sent = self.writeSomeData(data)
-            if not isinstance(sent, int):
-                sent = 0  # queued: the next doWrite meets the same error and closes
-            if sent == len(data):
-                return
-            data = data[sent:]
-        super().write(data)
+        super().write(data)  # sent at once when nothing is queued (ImmediateWriteMixin)
+
+    def _send_now(self, data: bytes) -> int:
+        sent = self.writeSomeData(data)
+        return sent if isinstance(sent, int) else 0  # an error: the next doWrite closes
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
-        self.write(b"".join(iovec))
+        self.write(b"".join(iovec))  # always through write: held during the handshake
 
     def writeSomeData(self, data: Any) -> Any:
         """Encrypt and send as much of ``data`` as the socket takes.
@@ -337,18 +327,21 @@ class DirectTLSServer(tcp.Server):
         super().connectionLost(reason)
 
 
+def server_connection(context: SSL.Context, sock: socket.socket,
+                      transport: object) -> SSL.Connection:
+    """A server-side ``SSL.Connection`` on ``sock`` itself (OpenSSL's socket BIO), with
+    ``transport`` as its app data (where the SNI callback puts ``tls_info``)."""
+    tls = SSL.Connection(context, sock)
+    tls.set_app_data(transport)
+    tls.set_accept_state()
+    return tls
+
+
 def context_acceptor(context: SSL.Context, clock: IReactorTime,
                      handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> TLSAcceptor:
     """An acceptor serving every connection from one ``context`` (no SNI selection): for
     tests, benchmarks and tools that need the transport without the certificate layer."""
-
-    def connection(sock: socket.socket, transport: Any) -> SSL.Connection:
-        tls = SSL.Connection(context, sock)
-        tls.set_app_data(transport)
-        tls.set_accept_state()
-        return tls
-
-    return TLSAcceptor(connection, clock, handshake_timeout)
+    return TLSAcceptor(partial(server_connection, context), clock, handshake_timeout)
 
 
 class DirectTLSPort(tcp.Port):
@@ -364,4 +357,5 @@ class DirectTLSPort(tcp.Port):
         self.deadlines = HandshakeDeadlines(acceptor.clock, acceptor.handshake_timeout)
 
 
-__all__ = ["DirectTLSPort", "DirectTLSServer", "TLSAcceptor", "context_acceptor"]
+__all__ = ["DirectTLSPort", "DirectTLSServer", "TLSAcceptor", "context_acceptor",
+           "server_connection"]

@@ -55,6 +55,7 @@ from zope.interface import implementer
 
 from aegis.certs.model import LoadedCertificate
 from aegis.names import for_log, normalise_sni
+from aegis.tls.direct import server_connection
 from aegis.tls.policy import INTERMEDIATE, TLSPolicy, certificate_context, policy_context
 from aegis.tls.policy import version_number as _version_number
 from aegis.tls.selection import Selection, SelectionSource
@@ -116,10 +117,7 @@ class SNIConnectionCreator:
     def socket_connection(self, sock: socket.socket, transport: object) -> SSL.Connection:
         """A server connection on ``sock`` itself (OpenSSL's socket BIO), for
         :class:`~aegis.tls.direct.DirectTLSServer`; ``transport`` receives ``tls_info``."""
-        connection = SSL.Connection(self._gate, sock)
-        connection.set_app_data(transport)
-        connection.set_accept_state()
-        return connection
+        return server_connection(self._gate, sock, transport)
 
     def context_for(self, certificate: LoadedCertificate) -> SSL.Context:
         """The cached policy context of ``certificate``, built on first use.

@@ -18,19 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import (
-    IDelayedCall,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IReactorTime,
 )
-from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from aegis.certs.model import LoadedCertificate
 from aegis.store.records import HostRecord
-
-log = Logger()
+from aegis.tls.deadlines import HandshakeDeadlines
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
@@ -52,49 +49,43 @@ class TLSConnectionInfo:
 
 
 class _HandshakeDeadline(TLSMemoryBIOProtocol):
-    """A server TLS connection aborted if its handshake outlasts the factory's timeout."""
+    """A server TLS connection aborted if its handshake outlasts the factory's timeout
+    (every connection of the factory on one :class:`~aegis.tls.deadlines.HandshakeDeadlines`,
+    as on the socket-TLS listener)."""
 
     factory: TimedTLSFactory
     tls_info: TLSConnectionInfo | None = None
-    _deadline: IDelayedCall | None = None
+    _watched = False
 
     def makeConnection(self, transport: Any) -> None:
-        self._deadline = self.factory.clock.callLater(
-            self.factory.handshake_timeout, self._handshake_timed_out
-        )
+        self._watched = True
+        self.factory.deadlines.watch(self)
         super().makeConnection(transport)
         self._check_deadline()
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
-        if self._deadline is not None:  # only until the handshake is done, not per request
+        if self._watched:  # only until the handshake is done, not per request
             self._check_deadline()
 
     def _check_deadline(self) -> None:
         # ``_handshakeDone`` is TLSMemoryBIOProtocol's documented flag; Twisted has no public
         # "handshake finished" hook on the TLS protocol itself (IHandshakeListener is for the
         # wrapped protocol, which belongs to the HTTP layer).
-        if self._handshakeDone and self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-
-    def _handshake_timed_out(self) -> None:
-        self._deadline = None
         if self._handshakeDone:
-            return
-        peer = self.transport.getPeer() if self.transport is not None else None
-        log.info(
-            "TLS handshake from {peer} did not finish within {timeout}s; closing",
-            peer=str(peer), timeout=self.factory.handshake_timeout,
-        )
+            self._forget_deadline()
+
+    def _forget_deadline(self) -> None:
+        self._watched = False
+        self.factory.deadlines.forget(self)
+
+    def handshake_timed_out(self) -> None:
+        """The deadline passed with the handshake unfinished (see HandshakeDeadlines)."""
         self.abortConnection()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
+        if self._watched:
+            self._forget_deadline()
         super().connectionLost(reason)
 
 
@@ -132,6 +123,7 @@ class TimedTLSFactory(TLSMemoryBIOFactory):
         super().__init__(creator, False, wrapped, clock)
         self.clock = clock
         self.handshake_timeout = handshake_timeout
+        self.deadlines = HandshakeDeadlines(clock, handshake_timeout)
         if not gather_writes:
             self.protocol = DirectTimedTLSProtocol
 
