@@ -8,6 +8,11 @@ On SIGTERM twistd stops the service tree. A :class:`GracefulListener` then
 3. waits up to ``shutdown_timeout`` seconds, then aborts whatever is left,
 
 and only then lets the reactor stop, so in-flight requests complete and the process exits 0.
+
+Aegis's own TCP ports (:class:`aegis.reactor.TrackingPort`: the HTTPS listener's and, under
+the Aegis reactor, every ``tcp:`` one) know their open connections, so protocols are used
+as they are. Other ports (``unix:``, another reactor) get each protocol wrapped to learn when
+it closes.
 """
 
 from __future__ import annotations
@@ -86,13 +91,32 @@ class _TrackedProtocol(ProtocolWrapper):
 
 
 class _TrackingFactory(WrappingFactory):
+    """Wraps each protocol to track it, unless the port tracks connections itself
+    (``wrap`` is then turned off once listening; TCP ports listen synchronously, before
+    any connection is accepted)."""
+
     protocol = _TrackedProtocol
 
     noisy = False
+    wrap = True
 
     def __init__(self, wrapped: IProtocolFactory) -> None:
         super().__init__(wrapped)
         self.closed: dict[_TrackedProtocol, Deferred[None]] = {}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self.wrap:
+            return super().buildProtocol(addr)
+        return self.wrappedFactory.buildProtocol(addr)
+
+
+_POLL_INTERVAL = 0.05  # how often a drain looks whether a tracking port's connections are gone
+
+
+def _port_connections(port: Any) -> set[Any] | None:
+    """The open connections of a port that tracks them (TrackingPort), else None."""
+    connections = getattr(port, "connections", None)
+    return connections if isinstance(connections, set) else None
 
 
 class GracefulListener(Service):
@@ -123,6 +147,8 @@ class GracefulListener(Service):
 
         def listening(port: IListeningPort) -> IListeningPort:
             self._port = port
+            if _port_connections(port) is not None:
+                self._factory.wrap = False
             host = port.getHost()
             log.info(
                 "{listener} listening on {address}",
@@ -152,30 +178,52 @@ class GracefulListener(Service):
         port, self._port = self._port, None
         stopped: Deferred[Any] = Deferred()
         stopping = port.stopListening()
-        (stopping or succeed(None)).addCallback(lambda _: self._drain()).chainDeferred(stopped)
+        (stopping or succeed(None)).addCallback(lambda _: self._drain(port)).chainDeferred(stopped)
         return stopped
 
-    def _drain(self) -> Deferred[Any]:
-        connections = list(self._factory.protocols)
-        if not connections:
+    def _drain(self, port: IListeningPort) -> Deferred[Any]:
+        wrapped = list(self._factory.protocols)
+        direct = _port_connections(port) or set()
+        if not wrapped and not direct:
             return succeed(None)
         waiters = []
-        for connection in connections:
+        for connection in wrapped:
             tracked: _TrackedProtocol = connection
             waiter: Deferred[None] = Deferred()
             self._factory.closed[tracked] = waiter
             waiters.append(waiter)
             drain_protocol(tracked.wrappedProtocol, tracked.transport)
+        count = len(wrapped) + len(direct)
+        for transport in list(direct):
+            drain_protocol(transport.protocol, transport)
+        if direct:
+            waiters.append(self._until_empty(direct))
         log.info(
             "{listener}: waiting up to {timeout}s for {count} connection(s) to finish",
-            listener=self._description, timeout=self._timeout, count=len(waiters),
+            listener=self._description, timeout=self._timeout, count=count,
         )
         everything = DeferredList(waiters)
 
         def abort_rest() -> None:
             for tracked in list(self._factory.closed):
                 tracked.transport.abortConnection()  # type: ignore[union-attr]
+            for transport in list(direct):
+                transport.abortConnection()
 
         timer = self._clock.callLater(self._timeout, abort_rest)
         everything.addBoth(lambda result: timer.cancel() if timer.active() else None)
         return everything
+
+    def _until_empty(self, connections: set[Any]) -> Deferred[None]:
+        """Fires once a tracking port's ``connections`` are all closed (polled: this runs
+        once per stop, and costs nothing per connection)."""
+        done: Deferred[None] = Deferred()
+
+        def check() -> None:
+            if connections:
+                self._clock.callLater(_POLL_INTERVAL, check)
+            else:
+                done.callback(None)
+
+        check()
+        return done

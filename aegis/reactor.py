@@ -92,18 +92,49 @@ class ImmediateWriteMixin:
             super().writeSequence(chunks)  # type: ignore[misc]
 
 
-class ImmediateServer(ImmediateWriteMixin, tcp.Server):
-    """An accepted TCP connection with immediate writes."""
+class TrackingPort(tcp.Port):
+    """A listening TCP port that knows its open connections (``connections``).
+
+    :class:`aegis.listeners.GracefulListener` drains them on stop. Knowing them here costs a
+    set insert and removal per connection; the alternative, wrapping every protocol in a
+    ``ProtocolWrapper``, cost a ``zope.interface`` declaration per connection and one more
+    call on every read and write (measured in ``docs/performance.md``).
+    """
+
+    def __init__(self, port: int, factory: Any, backlog: int = 50, interface: str = "",
+                 reactor: Any = None) -> None:
+        super().__init__(port, factory, backlog, interface, reactor)
+        self.connections: set[Any] = set()
+
+
+class TrackedServerMixin:
+    """Registers an accepted connection with its :class:`TrackingPort` while it is open."""
+
+    _connections: set[Any]
+
+    def __init__(self, sock: Any, protocol: Any, client: tuple[object, ...],
+                 server: TrackingPort, sessionno: int, reactor: Any) -> None:
+        super().__init__(sock, protocol, client, server, sessionno, reactor)  # type: ignore[call-arg]
+        self._connections = server.connections
+        self._connections.add(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._connections.discard(self)
+        super().connectionLost(reason)  # type: ignore[misc]
+
+
+class ImmediateServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
+    """An accepted TCP connection with immediate writes, known to its port."""
 
 
 class ImmediateClient(ImmediateWriteMixin, tcp.Client):
     """An outgoing TCP connection with immediate writes."""
 
 
-class ImmediatePort(tcp.Port):
+class ImmediatePort(TrackingPort):
     """A listening TCP port whose connections write immediately."""
 
-    transport = ImmediateServer
+    transport = ImmediateServer  # type: ignore[assignment]
 
 
 class ImmediateConnector(tcp.Connector):
@@ -153,4 +184,4 @@ def install() -> AegisReactor:
     return reactor
 
 
-__all__ = ["AegisReactor", "ImmediateWriteMixin", "install"]
+__all__ = ["AegisReactor", "ImmediateWriteMixin", "TrackedServerMixin", "TrackingPort", "install"]

@@ -207,7 +207,7 @@ async def test_nagle_is_off_towards_the_client_and_the_upstream(tls: bool) -> No
 
         connection, answer = await deferToThread(post)
         assert answer.startswith(b"HTTP/1.1 200 OK")
-        client_socket = fronts[0].transport.getHandle()  # pyOpenSSL's Connection delegates
+        client_socket = fronts[0].transport.socket  # plain TCP and TLS on the socket alike
         assert client_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         pooled = rig.factory.engine.pool.idle_connection(
             Forward("127.0.0.1", rig.upstream_port.getHost().port))

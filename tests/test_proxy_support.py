@@ -24,8 +24,9 @@ from twisted.internet.threads import deferToThread
 
 from aegis.proxy import proxy_factory
 from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
-from aegis.tls.direct import DirectTLSPort, context_acceptor
+from aegis.tls.direct import context_acceptor
 from aegis.tls.policy import INTERMEDIATE, policy_context
+from aegis.tls.port import DirectTLSPort
 
 
 @dataclass

@@ -84,6 +84,11 @@ class CertificateRegistry:
         except Exception:
             return None
 
+    @property
+    def generation(self) -> object:
+        """Replaced on every reload: the current snapshot (``CertificateLookup.generation``)."""
+        return self.snapshot
+
     def by_id(self, cert_id: int) -> LoadedCertificate | None:
         """The loaded certificate with store id ``cert_id`` (a host's ``ssl_cert_id``)."""
         try:

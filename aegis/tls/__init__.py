@@ -5,6 +5,9 @@ HTTPS listener's connection creator. See docs/tls.md.
 * :mod:`aegis.tls.selection` — the spec's selection order as an immutable, swappable table.
 * :mod:`aegis.tls.sni` — the servername callback; :func:`https_factory` (Twisted's TLS).
 * :mod:`aegis.tls.direct` — TLS on the socket: the HTTPS listener's transport.
+* :mod:`aegis.tls.port` — the HTTPS listener's listening port (accept, start the handshake).
+* :mod:`aegis.tls.socket_tls` — OpenSSL connections and C callbacks without pyOpenSSL's
+  per-connection object.
 * :mod:`aegis.tls.endpoint` — :func:`https_endpoint`, the HTTPS listener's endpoint.
 * :mod:`aegis.tls.transport` — handshake deadline; :func:`connection_info` for the HTTP layer.
 """

@@ -1,6 +1,6 @@
 """Handshake deadlines for a listening port, with one timer instead of one per connection.
 
-Used by both HTTPS transports (:class:`aegis.tls.direct.DirectTLSPort` and
+Used by both HTTPS transports (:class:`aegis.tls.port.DirectTLSPort` and
 :class:`aegis.tls.transport.TimedTLSFactory`); see :class:`HandshakeDeadlines`.
 """
 

@@ -16,9 +16,10 @@ Contract (the same as Twisted's TLS protocol, for the protocol above)
 =====================================================================
 * The protocol is connected at accept. What it writes before the handshake completes is
   held and sent once it has; ``dataReceived`` only ever gets application data.
-* ``getHandle()`` is the ``OpenSSL.SSL.Connection`` (SNI, ALPN); ``negotiatedProtocol`` is
-  the ALPN result; the SNI layer records its :class:`~aegis.tls.transport.TLSConnectionInfo`
-  as ``tls_info`` on this transport (it is the connection's app data).
+* ``getHandle()`` is the :class:`~aegis.tls.socket_tls.SocketTLS` (``get_servername``,
+  ``get_alpn_proto_negotiated``: what the pyOpenSSL ``Connection`` answered);
+  ``negotiatedProtocol`` is the ALPN result; the SNI layer records its
+  :class:`~aegis.tls.transport.TLSConnectionInfo` as ``tls_info`` on this transport.
 * A handshake not finished within the acceptor's ``handshake_timeout`` is aborted. A failed
   handshake reaches ``connectionLost`` as the ``SSL.Error``; the peer's ``close_notify`` as
   ``ConnectionDone``.
@@ -35,6 +36,7 @@ a write never waits for a read; the case is still handled.
 
 The per-connection objects are created by an :class:`TLSAcceptor`: the SNI layer's
 :meth:`~aegis.tls.sni.SNIConnectionCreator.socket_connection`, the clock and the deadline.
+:class:`aegis.tls.port.DirectTLSPort` accepts the connections;
 :func:`aegis.tls.endpoint.https_endpoint` puts it on a listening port.
 """
 
@@ -44,20 +46,23 @@ import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
-from twisted.internet import main, tcp
+from twisted.internet import address, main, tcp
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from aegis.reactor import ImmediateWriteMixin
-from aegis.tls.deadlines import HandshakeDeadlines
+from aegis.tls.socket_tls import SocketTLS
 from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT
+
+if TYPE_CHECKING:
+    from aegis.tls.port import DirectTLSPort
 
 log = Logger()
 
@@ -76,18 +81,22 @@ _read_buffer = _ffi.new("char[]", _READ_SIZE)
 class TLSAcceptor:
     """How a listening port turns an accepted socket into a TLS server connection.
 
-    ``connection(sock, transport)`` returns an ``SSL.Connection`` bound to ``sock`` (in
+    ``connection(sock, transport)`` returns a :class:`SocketTLS` bound to ``sock`` (in
     accept state, with ``transport`` as its app data); ``clock`` runs the handshake deadline.
     """
 
-    connection: Callable[[socket.socket, Any], SSL.Connection]
+    connection: Callable[[socket.socket, Any], SocketTLS]
     clock: IReactorTime
     handshake_timeout: float
 
 
 @implementer(ISSLTransport)
 class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
-    """An accepted TCP connection speaking TLS through OpenSSL's socket BIO."""
+    """An accepted TCP connection speaking TLS through OpenSSL's socket BIO.
+
+    Made by :class:`aegis.tls.port.DirectTLSPort`, which calls :meth:`start_handshake` once
+    the protocol is connected.
+    """
 
     tls_info: Any = None
     _handshake_writing = False
@@ -98,18 +107,57 @@ class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
 
     def __init__(self, sock: socket.socket, protocol: Any, client: tuple[object, ...],
                  server: DirectTLSPort, sessionno: int, reactor: Any) -> None:
-        super().__init__(sock, protocol, client, server, sessionno, reactor)
+        # What tcp.Server.__init__ sets up, without its per-connection formatting of the
+        # log prefix and repr strings (built here only when asked for: ``logstr``,
+        # ``repstr``). One new connection per handshake makes this a hot path.
+        self.reactor = reactor
+        self._tempDataBuffer: list[bytes] = []
+        self._tempDataLen = 0
+        self.socket = sock
+        sock.setblocking(False)
+        self.fileno = sock.fileno
+        self.protocol = protocol
+        if len(client) != 2:
+            self._addressType = address.IPv6Address
+        self.server = server
+        self.client = client
+        self.sessionno = sessionno
+        self.hostname = client[0]
         self._loop: Any = reactor  # callLater and the poller's disconnect handling
-        acceptor = server.acceptor
-        self._tls = acceptor.connection(sock, self)
-        self._ssl = self._tls._ssl  # the SSL*, for the direct calls on the hot path
+        self._tls = server.acceptor.connection(sock, self)
+        self._ssl = self._tls.ssl  # the SSL*, for the direct calls on the hot path
         self._handshaking = True
         self._held: list[bytes] = []
         self._deadlines = server.deadlines
         self._deadlines.watch(self)
+        self._connections = server.connections
+        self._connections.add(self)
+        self.startReading()
+        self.connected = 1
+
+    @property
+    def logstr(self) -> str:  # type: ignore[override]
+        return f"{self.protocol.__class__.__name__},{self.sessionno},{self.hostname}"
+
+    @property
+    def repstr(self) -> str:  # type: ignore[override]
+        return (f"<{self.protocol.__class__.__name__} #{self.sessionno} on "
+                f"{self.server._realPortNumber}>")
+
+    def start_handshake(self) -> None:
+        """Called by the port right after ``makeConnection``: the ClientHello is usually
+        already waiting (a client sends it as soon as it is connected), so handshaking now
+        saves a trip round the event loop; if not, this costs one ``EAGAIN`` read."""
+        try:
+            why = self._handshake()
+        except BaseException:
+            log.failure("TLS handshake failed")
+            why = main.CONNECTION_LOST
+        if why is not None:
+            self._loop._disconnectSelectable(self, why, True)
 
     # -- facts for the protocol above -------------------------------------------------------
-    def getHandle(self) -> SSL.Connection:  # type: ignore[override]
+    def getHandle(self) -> SocketTLS:  # type: ignore[override]
         """The TLS connection (``get_servername``, ``get_alpn_proto_negotiated``)."""
         return self._tls
 
@@ -136,16 +184,13 @@ class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
             self._handshake_writing = True
             self.startWriting()
             return None
-        try:  # pyOpenSSL turns the error (alert, EOF, reset, callback failure) into an exception
-            self._tls._raise_ssl_error(self._ssl, result)
-        except Exception as failed:
-            _lib.ERR_clear_error()
-            return failed
+        failed = self._tls.error(result)  # alert, EOF, reset, callback failure
         _lib.ERR_clear_error()
-        return main.CONNECTION_LOST
+        return failed
 
     def _handshake_done(self) -> Any:
         self._handshaking = False
+        self._tls.handshake_over()
         self._deadlines.forget(self)
         if self._handshake_writing:
             self._handshake_writing = False
@@ -321,20 +366,25 @@ class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
             _lib.SSL_shutdown(self._ssl)  # one attempt; a full socket buffer just skips it
             _lib.ERR_clear_error()
 
+    def readConnectionLost(self, reason: Failure) -> None:
+        """The peer's ``close_notify`` ends the connection (it was answered in
+        ``_read_failed``): no half-closed TLS here, so no adaptation to
+        ``IHalfCloseableProtocol`` per closed connection."""
+        self.connectionLost(reason)
+
     def connectionLost(self, reason: Failure) -> None:
+        self._connections.discard(self)
+        self._tls.handshake_over()
         self._deadlines.forget(self)
         self._held = []
         super().connectionLost(reason)
 
 
 def server_connection(context: SSL.Context, sock: socket.socket,
-                      transport: object) -> SSL.Connection:
-    """A server-side ``SSL.Connection`` on ``sock`` itself (OpenSSL's socket BIO), with
-    ``transport`` as its app data (where the SNI callback puts ``tls_info``)."""
-    tls = SSL.Connection(context, sock)
-    tls.set_app_data(transport)
-    tls.set_accept_state()
-    return tls
+                      transport: object) -> SocketTLS:
+    """A server-side connection on ``sock`` itself (OpenSSL's socket BIO) for ``transport``
+    (where an SNI layer records ``tls_info``), from a context without SNI selection."""
+    return SocketTLS(context, sock.fileno(), transport)
 
 
 def context_acceptor(context: SSL.Context, clock: IReactorTime,
@@ -344,18 +394,4 @@ def context_acceptor(context: SSL.Context, clock: IReactorTime,
     return TLSAcceptor(partial(server_connection, context), clock, handshake_timeout)
 
 
-class DirectTLSPort(tcp.Port):
-    """A listening TCP port whose connections are :class:`DirectTLSServer`."""
-
-    transport = DirectTLSServer  # type: ignore[assignment]
-
-    def __init__(self, port: int, factory: Any, backlog: int, interface: str, reactor: Any,
-                 acceptor: TLSAcceptor) -> None:
-        super().__init__(port, factory, backlog, interface, reactor)
-        self.acceptor = acceptor
-        # Outlives stopListening on purpose: accepted connections keep their deadline.
-        self.deadlines = HandshakeDeadlines(acceptor.clock, acceptor.handshake_timeout)
-
-
-__all__ = ["DirectTLSPort", "DirectTLSServer", "TLSAcceptor", "context_acceptor",
-           "server_connection"]
+__all__ = ["DirectTLSServer", "TLSAcceptor", "context_acceptor", "server_connection"]

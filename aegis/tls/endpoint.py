@@ -2,7 +2,7 @@
 
 :func:`https_endpoint` takes the same listen description as every other listener
 (``tcp:443``, ``tcp6:443:interface=::``, ``unix:/run/aegis.sock``) and the selection source
-of the SNI layer. For TCP it listens with :class:`~aegis.tls.direct.DirectTLSPort`, whose
+of the SNI layer. For TCP it listens with :class:`~aegis.tls.port.DirectTLSPort`, whose
 connections run TLS through OpenSSL's socket BIO (the fast path, see
 :mod:`aegis.tls.direct`); any other kind of socket gets the same SNI selection, policy and
 handshake deadline through Twisted's memory-BIO TLS protocol (:func:`aegis.tls.sni.https_factory`).
@@ -19,8 +19,9 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from zope.interface import implementer
 
 from aegis.listeners import listen_endpoint
-from aegis.tls.direct import DirectTLSPort, TLSAcceptor
+from aegis.tls.direct import TLSAcceptor
 from aegis.tls.policy import INTERMEDIATE, TLSPolicy
+from aegis.tls.port import DirectTLSPort
 from aegis.tls.selection import SelectionSource
 from aegis.tls.sni import SNIConnectionCreator, https_factory
 from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT
@@ -28,7 +29,7 @@ from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT
 
 @implementer(IStreamServerEndpoint)
 class DirectTLSEndpoint:
-    """Listens on a TCP port with :class:`~aegis.tls.direct.DirectTLSPort`."""
+    """Listens on a TCP port with :class:`~aegis.tls.port.DirectTLSPort`."""
 
     def __init__(self, reactor: Any, port: int, backlog: int, interface: str,
                  acceptor: TLSAcceptor) -> None:

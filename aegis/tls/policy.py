@@ -55,6 +55,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from aegis.certs.model import LoadedCertificate
+from aegis.tls.socket_tls import install_alpn
 from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT, TimedTLSFactory
 
 TLS12_CIPHERS = ":".join((
@@ -124,16 +125,6 @@ def _set_groups(context: SSL.Context, groups: tuple[str, ...]) -> bool:
     return bool(_lib.SSL_CTX_set1_curves_list(context._context, joined))
 
 
-def _alpn_selector(offered_by_us: tuple[bytes, ...]) -> object:
-    def select(connection: SSL.Connection, offered: list[bytes]) -> bytes | object:
-        for protocol in offered_by_us:
-            if protocol in offered:
-                return protocol
-        return SSL.NO_OVERLAPPING_PROTOCOLS
-
-    return select
-
-
 def policy_context(policy: TLSPolicy = INTERMEDIATE) -> SSL.Context:
     """A new server context with ``policy`` applied and no certificate yet.
 
@@ -153,7 +144,7 @@ def policy_context(policy: TLSPolicy = INTERMEDIATE) -> SSL.Context:
     context.set_timeout(SESSION_TIMEOUT)
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if policy.alpn:
-        context.set_alpn_select_callback(_alpn_selector(policy.alpn))  # type: ignore[arg-type]
+        install_alpn(context, policy.alpn)  # a C callback: no per-connection Python object
     return context
 
 

@@ -63,6 +63,11 @@ class CertificateLookup(Protocol):
         """A certificate of one of ``sources`` covering the normalised ``name`` and valid at
         ``now``: an exact SAN match first, then a wildcard one; None if there is none."""
 
+    # Optional: ``generation``, an object that is replaced whenever ``lookup`` may answer
+    # differently (the registry's snapshot). The SNI layer reuses a selection for the rest
+    # of the second while the table and this generation stay the same; a lookup without
+    # it is asked on every handshake.
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -122,6 +127,13 @@ class SelectionTable:
     @property
     def fallback(self) -> LoadedCertificate:
         return self._fallback
+
+    def generation(self) -> object:
+        """Changes whenever :meth:`select` may answer differently for the same name and
+        second (the certificate lookup's ``generation``); a new object on every call if
+        the lookup has none, so nothing is reused."""
+        generation = getattr(self._certificates, "generation", None)
+        return object() if generation is None else generation
 
     def host_for(self, name: str | None) -> HostRecord | None:
         """The host answering for the normalised ``name`` (exact, then wildcard), or None.
@@ -257,6 +269,11 @@ class MemoryCertificates:
 
     def __init__(self, certificates: Iterable[LoadedCertificate] = ()) -> None:
         self._certificates = tuple(certificates)
+
+    @property
+    def generation(self) -> object:
+        """Never changes: the list is fixed (see :class:`CertificateLookup`)."""
+        return self
 
     def by_id(self, cert_id: int) -> LoadedCertificate | None:
         for certificate in self._certificates:

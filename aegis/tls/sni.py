@@ -33,6 +33,15 @@ the switch, so resumption works for every certificate.
 
 A changed certificate or host applies to the next handshake: the table is swapped, contexts
 of new certificate objects are built on demand, and open connections keep what they have.
+
+A choice is reused for the rest of its second
+---------------------------------------------
+Most handshakes repeat a few names. What a name gets depends only on the table, the
+certificate lookup's ``generation`` (replaced on every registry reload) and the time, and
+certificate validity is counted in whole seconds; so the choice (context, connection facts,
+minimum version) is kept per raw SNI value until the second, the table or the generation
+changes, at most 4,096 of them. Validity is judged at the start of the second. The ACME
+source's "certificate wanted" note is therefore made at most once a second per name.
 """
 
 from __future__ import annotations
@@ -40,10 +49,14 @@ from __future__ import annotations
 import re
 import socket
 import weakref
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
@@ -55,10 +68,10 @@ from zope.interface import implementer
 
 from aegis.certs.model import LoadedCertificate
 from aegis.names import for_log, normalise_sni
-from aegis.tls.direct import server_connection
 from aegis.tls.policy import INTERMEDIATE, TLSPolicy, certificate_context, policy_context
 from aegis.tls.policy import version_number as _version_number
-from aegis.tls.selection import Selection, SelectionSource
+from aegis.tls.selection import Selection, SelectionSource, SelectionTable
+from aegis.tls.socket_tls import HandshakeRegistry, SocketTLS, install_servername
 from aegis.tls.transport import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     TimedTLSFactory,
@@ -67,6 +80,7 @@ from aegis.tls.transport import (
 
 log = Logger()
 
+_HOST_NAME = _lib.TLSEXT_NAMETYPE_host_name
 _VERSION_NAMES = {SSL.TLS1_2_VERSION: "1.2", SSL.TLS1_3_VERSION: "1.3"}
 
 
@@ -81,6 +95,30 @@ def _forbidden_sni(raw: bytes) -> bool:
 # Normalising is a pure function of the bytes; most handshakes repeat a few names. Random
 # names from a scanner only churn the cache back to the uncached cost.
 _normalise_sni = lru_cache(maxsize=4096)(normalise_sni)
+
+
+_MEMO_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What a handshake for one SNI value gets: the context to switch to, the facts for the
+    HTTP layer, and the host's minimum TLS version (as OpenSSL's number and as written)."""
+
+    context: SSL.Context
+    info: TLSConnectionInfo
+    min_version: int
+    min_version_name: str
+
+
+@dataclass
+class _Memo:
+    """Choices made during one second against one table and certificate generation."""
+
+    table: SelectionTable | None
+    generation: object
+    second: int
+    choices: dict[bytes | None, _Choice] = field(default_factory=dict)
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -101,23 +139,25 @@ class SNIConnectionCreator:
         self._clock = clock
         self._policy = policy
         self._gate = policy_context(policy)
-        self._gate.set_tlsext_servername_callback(self._servername)
+        self._handshaking = HandshakeRegistry()
+        self._servername_callback = install_servername(self._gate, self._servername)
         self._contexts: weakref.WeakKeyDictionary[LoadedCertificate, SSL.Context] = (
             weakref.WeakKeyDictionary()
         )
         self._unusable: weakref.WeakKeyDictionary[LoadedCertificate, bool] = (
             weakref.WeakKeyDictionary()
         )
+        self._memo = _Memo(None, object(), -1)  # the first handshake fills it
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         connection = SSL.Connection(self._gate, None)
         connection.set_app_data(tlsProtocol)
         return connection
 
-    def socket_connection(self, sock: socket.socket, transport: object) -> SSL.Connection:
+    def socket_connection(self, sock: socket.socket, transport: object) -> SocketTLS:
         """A server connection on ``sock`` itself (OpenSSL's socket BIO), for
         :class:`~aegis.tls.direct.DirectTLSServer`; ``transport`` receives ``tls_info``."""
-        return server_connection(self._gate, sock, transport)
+        return SocketTLS(self._gate, sock.fileno(), transport, self._handshaking)
 
     def context_for(self, certificate: LoadedCertificate) -> SSL.Context:
         """The cached policy context of ``certificate``, built on first use.
@@ -142,50 +182,93 @@ class SNIConnectionCreator:
             self._contexts[certificate] = context
         return context
 
-    def _servername(self, connection: SSL.Connection) -> None:
+    def _servername(self, ssl: Any) -> None:
+        """OpenSSL's servername callback (a C callback: see :mod:`aegis.tls.socket_tls`)."""
         try:
-            self._choose(connection)
+            connection: SocketTLS | SSL.Connection | None = self._handshaking.find(ssl)
+            if connection is not None:
+                target = connection.transport
+            else:  # Twisted's memory-BIO TLS (``unix:`` listeners): a pyOpenSSL connection
+                connection = SSL.Connection._reverse_mapping.get(ssl)
+                if connection is None:
+                    log.error("TLS handshake refused: its connection is unknown")
+                    return
+                target = connection.get_app_data()
+            self._choose(ssl, connection, target)
         except BaseException:
             # Staying on the gate context refuses the handshake: never fail open.
             log.failure("TLS certificate selection failed; handshake refused")
 
-    def _choose(self, connection: SSL.Connection) -> None:
-        raw = connection.get_servername()
-        if raw is not None and _forbidden_sni(raw):
-            log.warn(
-                "TLS handshake refused: SNI {sni} contains control or non-ASCII characters",
-                sni=for_log(raw),
-            )
-            return
-        name = _normalise_sni(raw)
-        now = datetime.fromtimestamp(self._clock.seconds(), UTC)
-        selection = self._source.current().select(name, now)
-        version = connection.get_protocol_version()
-        if version < _version_number(selection.min_version):
+    def _choose(self, ssl: Any, connection: SocketTLS | SSL.Connection, target: Any) -> None:
+        name = _lib.SSL_get_servername(ssl, _HOST_NAME)
+        raw = None if name == _ffi.NULL else _ffi.string(name)
+        choice = self._reusable(raw)
+        if choice is None:
+            if raw is not None and _forbidden_sni(raw):
+                log.warn(
+                    "TLS handshake refused: SNI {sni} contains control or non-ASCII "
+                    "characters",
+                    sni=for_log(raw),
+                )
+                return
+            choice = self._select(raw)
+        version = _lib.SSL_version(ssl)
+        if version < choice.min_version:
             log.info(
                 "TLS handshake refused: {sni} requires TLS {required}, client negotiated "
                 "{negotiated}",
-                sni=for_log(name), required=selection.min_version,
+                sni=for_log(choice.info.server_name), required=choice.min_version_name,
                 negotiated=_VERSION_NAMES.get(version, hex(version)),
             )
             return
-        context, selection = self._context_or_fallback(selection)
-        connection.set_context(context)
-        tls_protocol = connection.get_app_data()
-        tls_protocol.tls_info = TLSConnectionInfo(
-            server_name=selection.server_name,
-            raw_server_name=raw,
-            host=selection.host,
-            certificate=selection.certificate,
-            step=selection.step,
-        )
+        connection.set_context(choice.context)
+        target.tls_info = choice.info
 
-    def _context_or_fallback(self, selection: Selection) -> tuple[SSL.Context, Selection]:
+    def _reusable(self, raw: bytes | None) -> _Choice | None:
+        """This second's choice for ``raw``, if the table and the certificates are unchanged.
+
+        Most handshakes repeat a few names; a choice depends only on the name, the table,
+        the certificate lookup's generation and the time, and certificate validity is
+        counted in whole seconds. So a choice is reused for the rest of its second.
+        """
+        table = self._source.current()
+        second = int(self._clock.seconds())
+        memo = self._memo
+        if memo.table is not table or memo.second != second or (
+                memo.generation is not table.generation()):
+            memo = self._memo = _Memo(table, table.generation(), second)
+        return memo.choices.get(raw)
+
+    def _select(self, raw: bytes | None) -> _Choice:
+        memo = self._memo
+        table = memo.table
+        assert table is not None  # set by _reusable, which runs first
+        name = _normalise_sni(raw)
+        now = datetime.fromtimestamp(memo.second, UTC)
+        context, selection = self._context_or_fallback(table.select(name, now), table)
+        choice = _Choice(
+            context=context,
+            info=TLSConnectionInfo(
+                server_name=selection.server_name,
+                raw_server_name=raw,
+                host=selection.host,
+                certificate=selection.certificate,
+                step=selection.step,
+            ),
+            min_version=_version_number(selection.min_version),
+            min_version_name=selection.min_version,
+        )
+        if len(memo.choices) < _MEMO_SIZE:  # random names from a scanner: just not kept
+            memo.choices[raw] = choice
+        return choice
+
+    def _context_or_fallback(self, selection: Selection,
+                             table: SelectionTable) -> tuple[SSL.Context, Selection]:
         try:
             return self.context_for(selection.certificate), selection
         except SSL.Error:
             pass
-        fallback = self._source.current().fallback
+        fallback = table.fallback
         selection = Selection(fallback, "fallback", selection.server_name, selection.host,
                               selection.min_version)
         return self.context_for(fallback), selection

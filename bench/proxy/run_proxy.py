@@ -24,7 +24,8 @@ from twisted.internet.ssl import DefaultOpenSSLContextFactory
 
 from aegis.proxy import proxy_factory
 from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
-from aegis.tls.direct import DirectTLSPort, context_acceptor
+from aegis.tls.direct import context_acceptor
+from aegis.tls.port import DirectTLSPort
 from aegis.tls.transport import TimedTLSFactory
 
 

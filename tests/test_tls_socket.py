@@ -1,0 +1,168 @@
+"""The handshake path's own pieces: the C ALPN callback, the registry of handshaking socket
+connections, and the SNI layer's per-second reuse of a choice."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import pytest
+import pytest_twisted
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+
+from aegis.certs.model import LoadedCertificate
+from aegis.tls.endpoint import https_endpoint
+from aegis.tls.selection import MemoryCertificates, SelectionState
+from aegis.tls.sni import https_factory
+from aegis.tls.socket_tls import _alpn_selector
+from tests.test_tls_loopback import in_thread, python_get
+from tests.test_tls_support import (
+    NOW,
+    PKI,
+    ClientCreator,
+    echo_factory,
+    handshake,
+    port_number,
+)
+
+pki = PKI()
+FALLBACK = pki.leaf("fallback.invalid", cert_id=None)
+
+
+def _wire(*protocols: bytes) -> bytes:
+    return b"".join(bytes([len(p)]) + p for p in protocols)
+
+
+def _select(ours: tuple[bytes, ...], wire: bytes) -> tuple[int, bytes | None]:
+    out = _ffi.new("const unsigned char **")
+    outlen = _ffi.new("unsigned char *")
+    offered = _ffi.new("unsigned char[]", wire or b"\0")
+    result = _alpn_selector(ours)(_ffi.NULL, out, outlen, offered, len(wire), _ffi.NULL)
+    chosen = _ffi.buffer(out[0], outlen[0])[:] if result == _lib.SSL_TLSEXT_ERR_OK else None
+    return result, chosen
+
+
+@pytest.mark.parametrize(
+    ("wire", "expected"),
+    [
+        (_wire(b"http/1.1", b"h2"), b"h2"),  # our preference, not the client's order
+        (_wire(b"http/1.1"), b"http/1.1"),
+        (_wire(b"spdy/3", b"h2c"), None),
+        (b"", None),
+        (b"\x08http/1", None),  # a length running past the end: no read beyond it
+        (b"\x02h2\x09http/1.1", b"h2"),  # the well-formed first entry still counts
+    ],
+)
+def test_alpn_choice(wire: bytes, expected: bytes | None) -> None:
+    result, chosen = _select((b"h2", b"http/1.1"), wire)
+    assert chosen == expected
+    assert result == (_lib.SSL_TLSEXT_ERR_OK if expected else _lib.SSL_TLSEXT_ERR_NOACK)
+
+
+class SwappableCertificates(MemoryCertificates):
+    """A lookup whose answers the test changes, with or without a new ``generation``
+    (the registry replaces its snapshot on every reload)."""
+
+    def __init__(self, certificates: Iterable[LoadedCertificate]) -> None:
+        super().__init__(certificates)
+        self._generation = object()
+
+    @property
+    def generation(self) -> object:
+        return self._generation
+
+    def swap(self, certificates: Iterable[LoadedCertificate], announce: bool) -> None:
+        self._certificates = tuple(certificates)
+        if announce:
+            self._generation = object()
+
+
+def test_a_choice_is_reused_for_its_second_only_while_nothing_changed() -> None:
+    clock = Clock()
+    clock.advance(int(NOW.timestamp()) + 0.1)
+    first, second, third = (pki.leaf("stored.example.com") for _ in range(3))
+    lookup = SwappableCertificates([first])
+    factory = https_factory(SelectionState(lookup, FALLBACK), echo_factory(), clock)
+
+    def leaf() -> Any:
+        return handshake(factory, ClientCreator(b"stored.example.com")).peer_leaf()
+
+    assert leaf() == first.leaf
+    lookup.swap([second], announce=False)
+    assert leaf() == first.leaf  # same second, same generation: the choice is reused
+    lookup.swap([second], announce=True)
+    assert leaf() == second.leaf  # a new generation is seen at once
+    lookup.swap([third], announce=False)
+    clock.advance(1.0)
+    assert leaf() == third.leaf  # a new second decides afresh
+
+
+class WithoutGeneration:
+    """A lookup that offers no ``generation`` (as the test doubles in test_tls_selection)."""
+
+    def __init__(self, certificates: Iterable[LoadedCertificate]) -> None:
+        self.inner = MemoryCertificates(certificates)
+
+    def by_id(self, cert_id: int) -> LoadedCertificate | None:
+        return self.inner.by_id(cert_id)
+
+    def lookup(self, name: str, now: datetime, sources: frozenset[str]) -> Any:
+        return self.inner.lookup(name, now, sources)
+
+
+def test_a_lookup_without_generation_is_asked_every_time() -> None:
+    clock = Clock()
+    clock.advance(NOW.timestamp())
+    first, second = (pki.leaf("stored.example.com") for _ in range(2))
+    lookup = WithoutGeneration([first])
+    factory = https_factory(SelectionState(lookup, FALLBACK), echo_factory(), clock)
+    assert handshake(factory, ClientCreator(b"stored.example.com")).peer_leaf() == first.leaf
+    lookup.inner = MemoryCertificates([second])
+    assert handshake(factory, ClientCreator(b"stored.example.com")).peer_leaf() == second.leaf
+
+
+@pytest_twisted.ensureDeferred
+async def test_socket_connections_leave_the_handshake_registry() -> None:
+    """Every accepted connection is registered for the SNI callback while it handshakes; after
+    completed, refused and abandoned handshakes nothing is left (no leak per connection)."""
+    stored = pki.leaf("stored.example.com")
+    state = SelectionState(MemoryCertificates([stored]), FALLBACK)
+    endpoint = https_endpoint(reactor, "tcp:0:interface=127.0.0.1", state)
+    port = await endpoint.listen(echo_factory())
+    try:
+        registry = port.acceptor.connection.__self__._handshaking._handshaking
+        number = port_number(port)
+        for _ in range(5):
+            _leaf, body = await in_thread(python_get, number, "stored.example.com")
+            assert body
+        await in_thread(_plain_text_to_tls_port, number)  # a failed handshake
+        await in_thread(_connect_and_leave, number)  # closed before any ClientHello
+        for _ in range(50):
+            if not registry and not port.connections:
+                break
+            await _sleep(0.02)
+        assert registry == {}
+        assert port.connections == set()
+    finally:
+        await port.stopListening()
+
+
+def _plain_text_to_tls_port(number: int) -> None:
+    with socket.create_connection(("127.0.0.1", number), timeout=10) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            raw.recv(100)
+
+
+def _connect_and_leave(number: int) -> None:
+    socket.create_connection(("127.0.0.1", number), timeout=10).close()
+
+
+async def _sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
