@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 
 from aegis.certs.model import LoadedCertificate
+from aegis.tls.direct import context_acceptor
 from aegis.tls.endpoint import https_endpoint
+from aegis.tls.policy import INTERMEDIATE, policy_context
 from aegis.tls.selection import MemoryCertificates, SelectionState
 from aegis.tls.sni import https_factory
 from aegis.tls.socket_tls import _alpn_selector
@@ -166,3 +169,13 @@ def _connect_and_leave(number: int) -> None:
 
 async def _sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
+
+
+def test_contexts_with_pyopenssl_callbacks_are_refused_with_a_clear_error() -> None:
+    """pyOpenSSL's callback wrappers look connections up in its own registry, which socket
+    connections are not in: such a context would fail every ALPN handshake, so say so."""
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_alpn_select_callback(lambda connection, offered: offered[0])
+    with pytest.raises(ValueError, match="install_alpn"):
+        context_acceptor(context, reactor)
+    context_acceptor(policy_context(INTERMEDIATE), reactor)  # ALPN as a C callback: fine

@@ -390,7 +390,18 @@ def server_connection(context: SSL.Context, sock: socket.socket,
 def context_acceptor(context: SSL.Context, clock: IReactorTime,
                      handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> TLSAcceptor:
     """An acceptor serving every connection from one ``context`` (no SNI selection): for
-    tests, benchmarks and tools that need the transport without the certificate layer."""
+    tests, benchmarks and tools that need the transport without the certificate layer.
+
+    ``context`` must not carry pyOpenSSL-wrapped callbacks (they cannot find socket
+    connections, see :mod:`aegis.tls.socket_tls`): build it with
+    :func:`aegis.tls.policy.policy_context`, or use ``install_alpn``.
+    """
+    for helper in ("_alpn_select_helper", "_tlsext_servername_callback", "_verify_helper"):
+        if getattr(context, helper, None) is not None:
+            raise ValueError(
+                f"this context has a pyOpenSSL callback ({helper.strip('_')}), which cannot "
+                "serve TLS on the socket; use aegis.tls.policy.policy_context or "
+                "aegis.tls.socket_tls.install_alpn")
     return TLSAcceptor(partial(server_connection, context), clock, handshake_timeout)
 
 

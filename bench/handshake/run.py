@@ -7,7 +7,9 @@ and for each key type starts Aegis (``aegis_server.py``: the real SNI/policy TLS
 pinned to CPU 0 and the load client to CPU 1 (``taskset``), one server at a time. Each server
 is measured with TLS 1.2 and TLS 1.3; the script prints a Markdown table of handshakes/s and
 Aegis's rate as a ratio of each peer (medians of ``--rounds`` interleaved rounds), then the
-per-round ratios and their medians.
+per-round ratios and their medians. ``--floor`` also measures ``floor_server.py`` (a bare epoll
+loop driving the same OpenSSL and policy context: what Python cannot go below) and prints
+Aegis / floor and floor / nginx.
 
 Needs: golang-go, nginx (nginx-light), caddy, taskset (util-linux). About 2 minutes.
 """
@@ -72,6 +74,13 @@ def start_aegis(work: Path, port: int, cert: Path, key: Path) -> subprocess.Pope
     return subprocess.Popen(
         ["taskset", "-c", "0", sys.executable, str(HERE / "aegis_server.py"), str(port),
          str(cert), str(key), NAME], env=env, stdout=subprocess.DEVNULL)
+
+
+def start_floor(work: Path, port: int, cert: Path, key: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, str(HERE / "floor_server.py"), str(port),
+         str(cert), str(key)], env=env, stdout=subprocess.DEVNULL)
 
 
 def start_nginx(work: Path, port: int, cert: Path, key: Path) -> subprocess.Popen[bytes]:
@@ -144,6 +153,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure floor_server.py (see the module's docstring)")
     args = parser.parse_args()
     for tool in ("go", "nginx", "caddy", "taskset"):
         if shutil.which(tool) is None:
@@ -157,6 +168,8 @@ def main() -> int:
                        check=True, env=env)
         samples: dict[tuple[str, str, str], list[float]] = {}
         servers = {"aegis": start_aegis, "nginx": start_nginx, "caddy": start_caddy}
+        if args.floor:
+            servers["floor"] = start_floor
         for kind in ("ecdsa", "rsa"):
             cert, key = mint(work, kind)
             running = []
@@ -193,12 +206,15 @@ def main() -> int:
     print()
     for kind in ("ecdsa", "rsa"):
         for version in ("1.2", "1.3"):
-            for peer in ("nginx", "caddy"):
-                ratios = [a / p for a, p in zip(samples[("aegis", kind, version)],
+            pairs = [("aegis", "nginx"), ("aegis", "caddy")]
+            if args.floor:
+                pairs += [("aegis", "floor"), ("floor", "nginx")]
+            for server, peer in pairs:
+                ratios = [a / p for a, p in zip(samples[(server, kind, version)],
                                                 samples[(peer, kind, version)], strict=True)]
                 listed = ", ".join(f"{r:.2f}x" for r in ratios)
-                print(f"{kind.upper()} TLS {version} Aegis/{peer} per round: {listed} "
-                      f"(median {statistics.median(ratios):.2f}x)")
+                print(f"{kind.upper()} TLS {version} {server.capitalize()}/{peer} per round: "
+                      f"{listed} (median {statistics.median(ratios):.2f}x)")
     return 0
 
 

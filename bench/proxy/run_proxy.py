@@ -20,31 +20,34 @@ if __name__ == "__main__" and os.environ.get("AEGIS_BENCH_REACTOR", "aegis") == 
 
 from OpenSSL import SSL
 from twisted.internet import reactor
-from twisted.internet.ssl import DefaultOpenSSLContextFactory
 
 from aegis.proxy import proxy_factory
 from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
 from aegis.tls.direct import context_acceptor
+from aegis.tls.policy import INTERMEDIATE, policy_context
 from aegis.tls.port import DirectTLSPort
 from aegis.tls.transport import TimedTLSFactory
 
 
-def tls_context_factory(cert: str, key: str) -> DefaultOpenSSLContextFactory:
-    def configure(context: SSL.Context) -> None:
-        context.set_min_proto_version(SSL.TLS1_2_VERSION)
-        context.set_cipher_list(b"ECDHE+AESGCM:ECDHE+CHACHA20")
+def tls_context(cert: str, key: str) -> SSL.Context:
+    """The HTTPS listener's policy (Mozilla intermediate, ALPN h2 and http/1.1)."""
+    context = policy_context(INTERMEDIATE)
+    context.use_certificate_chain_file(cert)
+    context.use_privatekey_file(key)
+    return context
 
-        def select(connection: SSL.Connection, offered: list[bytes]) -> Any:
-            for proto in (b"h2", b"http/1.1"):
-                if proto in offered:
-                    return proto
-            return SSL.NO_OVERLAPPING_PROTOCOLS
 
-        context.set_alpn_select_callback(select)
+class _ContextFactory:
+    def __init__(self, context: SSL.Context) -> None:
+        self._context = context
 
-    factory = DefaultOpenSSLContextFactory(key, cert, sslmethod=SSL.TLS_METHOD)
-    configure(factory.getContext())
-    return factory
+    def getContext(self) -> SSL.Context:
+        return self._context
+
+
+def tls_context_factory(cert: str, key: str) -> _ContextFactory:
+    """:func:`tls_context` as a context factory (for Twisted's TLS protocol)."""
+    return _ContextFactory(tls_context(cert, key))
 
 
 def main() -> None:
@@ -68,8 +71,7 @@ def main() -> None:
         listening = reactor.listenTCP(args.port, wrapped, interface="127.0.0.1")
     elif args.cert:
         # the HTTPS listener's transport: TLS on the socket, handshake deadline
-        acceptor = context_acceptor(tls_context_factory(args.cert, args.key).getContext(),
-                                    reactor)
+        acceptor = context_acceptor(tls_context(args.cert, args.key), reactor)
         listening: Any = DirectTLSPort(args.port, factory, 50, "127.0.0.1", reactor, acceptor)
         listening.startListening()
     else:
