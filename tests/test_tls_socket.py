@@ -15,6 +15,7 @@ from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from twisted.internet import reactor
+from twisted.internet.address import IPv6Address
 from twisted.internet.task import Clock, deferLater
 
 from aegis.certs.model import LoadedCertificate
@@ -24,7 +25,7 @@ from aegis.tls.policy import INTERMEDIATE, policy_context
 from aegis.tls.selection import MemoryCertificates, SelectionState
 from aegis.tls.sni import https_factory
 from aegis.tls.socket_tls import _alpn_selector
-from tests.test_tls_loopback import in_thread, python_get
+from tests.test_tls_loopback import client_context, der, in_thread, python_get
 from tests.test_tls_support import (
     NOW,
     PKI,
@@ -179,3 +180,40 @@ def test_contexts_with_pyopenssl_callbacks_are_refused_with_a_clear_error() -> N
     with pytest.raises(ValueError, match="install_alpn"):
         context_acceptor(context, reactor)
     context_acceptor(policy_context(INTERMEDIATE), reactor)  # ALPN as a C callback: fine
+
+
+def _ipv6_get(number: int) -> tuple[bytes, bytes]:
+    context = client_context()
+    with (
+        socket.create_connection(("::1", number), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="stored.example.com") as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        return tls.getpeercert(binary_form=True) or b"", tls.recv(4096)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ipv6_listener_accepts_and_selects() -> None:
+    """``tcp6:`` goes through the same accept path, with IPv6 peer addresses."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    stored = pki.leaf("stored.example.com")
+    state = SelectionState(MemoryCertificates([stored]), FALLBACK)
+    peers: list[Any] = []
+    factory = echo_factory()
+    build = factory.buildProtocol
+
+    def recording(addr: Any) -> Any:
+        peers.append(addr)
+        return build(addr)
+
+    factory.buildProtocol = recording  # type: ignore[method-assign]
+    endpoint = https_endpoint(reactor, r"tcp6:0:interface=\:\:1", state)
+    port = await endpoint.listen(factory)
+    try:
+        leaf, body = await in_thread(_ipv6_get, port.getHost().port)
+    finally:
+        await port.stopListening()
+    assert leaf == der(stored.leaf)
+    assert b"sni=stored.example.com step=domain_match" in body
+    assert isinstance(peers[0], IPv6Address) and peers[0].host == "::1"
