@@ -115,6 +115,11 @@ class TrackedServerMixin:
     def __init__(self, sock: Any, protocol: Any, client: tuple[object, ...],
                  server: TrackingPort, sessionno: int, reactor: Any) -> None:
         super().__init__(sock, protocol, client, server, sessionno, reactor)  # type: ignore[call-arg]
+        self._track(server)
+
+    def _track(self, server: TrackingPort) -> None:
+        """Join ``server``'s open connections (a transport with its own ``__init__`` calls
+        this itself)."""
         self._connections = server.connections
         self._connections.add(self)
 

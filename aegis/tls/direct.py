@@ -57,7 +57,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aegis.reactor import ImmediateWriteMixin
+from aegis.reactor import ImmediateWriteMixin, TrackedServerMixin
 from aegis.tls.socket_tls import SocketTLS
 from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT
 
@@ -91,7 +91,7 @@ class TLSAcceptor:
 
 
 @implementer(ISSLTransport)
-class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
+class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
     """An accepted TCP connection speaking TLS through OpenSSL's socket BIO.
 
     Made by :class:`aegis.tls.port.DirectTLSPort`, which calls :meth:`start_handshake` once
@@ -130,8 +130,7 @@ class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
         self._held: list[bytes] = []
         self._deadlines = server.deadlines
         self._deadlines.watch(self)
-        self._connections = server.connections
-        self._connections.add(self)
+        self._track(server)
         self.startReading()
         self.connected = 1
 
@@ -148,10 +147,16 @@ class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
         """Called by the port right after ``makeConnection``: the ClientHello is usually
         already waiting (a client sends it as soon as it is connected), so handshaking now
         saves a trip round the event loop; if not, this costs one ``EAGAIN`` read."""
+        self._outside_poller(self._handshake, "TLS handshake failed")
+
+    def _outside_poller(self, step: Callable[[], Any], failed: str) -> None:
+        """Run a read step the poller did not dispatch, handling its result as the poller's
+        ``_doReadOrWrite`` would: an exception is logged and loses the connection, and a
+        reason to disconnect disconnects."""
         try:
-            why = self._handshake()
+            why = step()
         except BaseException:
-            log.failure("TLS handshake failed")
+            log.failure(failed)
             why = main.CONNECTION_LOST
         if why is not None:
             self._loop._disconnectSelectable(self, why, True)
@@ -184,7 +189,7 @@ class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
             self._handshake_writing = True
             self.startWriting()
             return None
-        failed = self._tls.error(result)  # alert, EOF, reset, callback failure
+        failed = self._tls.error(result, code)  # alert, EOF, reset, callback failure
         _lib.ERR_clear_error()
         return failed
 
@@ -258,13 +263,7 @@ class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
         """A read outside the poller's dispatch, with the poller's handling of its result."""
         if self.disconnected or not self.connected or self._paused or self._handshaking:
             return
-        try:
-            why = self.doRead()
-        except BaseException:
-            log.failure("TLS read failed")
-            why = main.CONNECTION_LOST
-        if why is not None:
-            self._loop._disconnectSelectable(self, why, True)
+        self._outside_poller(self.doRead, "TLS read failed")
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -373,7 +372,6 @@ class DirectTLSServer(ImmediateWriteMixin, tcp.Server):
         self.connectionLost(reason)
 
     def connectionLost(self, reason: Failure) -> None:
-        self._connections.discard(self)
         self._tls.handshake_over()
         self._deadlines.forget(self)
         self._held = []

@@ -55,7 +55,6 @@ from functools import lru_cache
 from typing import Any
 
 from OpenSSL import SSL
-from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
@@ -71,7 +70,7 @@ from aegis.names import for_log, normalise_sni
 from aegis.tls.policy import INTERMEDIATE, TLSPolicy, certificate_context, policy_context
 from aegis.tls.policy import version_number as _version_number
 from aegis.tls.selection import Selection, SelectionSource, SelectionTable
-from aegis.tls.socket_tls import HandshakeRegistry, SocketTLS, install_servername
+from aegis.tls.socket_tls import HandshakeRegistry, SocketTLS, install_servername, server_name
 from aegis.tls.transport import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     TimedTLSFactory,
@@ -80,7 +79,6 @@ from aegis.tls.transport import (
 
 log = Logger()
 
-_HOST_NAME = _lib.TLSEXT_NAMETYPE_host_name
 _VERSION_NAMES = {SSL.TLS1_2_VERSION: "1.2", SSL.TLS1_3_VERSION: "1.3"}
 
 
@@ -103,19 +101,18 @@ _MEMO_SIZE = 4096
 @dataclass(frozen=True)
 class _Choice:
     """What a handshake for one SNI value gets: the context to switch to, the facts for the
-    HTTP layer, and the host's minimum TLS version (as OpenSSL's number and as written)."""
+    HTTP layer, and the host's minimum TLS version (OpenSSL's number)."""
 
     context: SSL.Context
     info: TLSConnectionInfo
     min_version: int
-    min_version_name: str
 
 
 @dataclass
 class _Memo:
     """Choices made during one second against one table and certificate generation."""
 
-    table: SelectionTable | None
+    table: SelectionTable
     generation: object
     second: int
     choices: dict[bytes | None, _Choice] = field(default_factory=dict)
@@ -147,7 +144,7 @@ class SNIConnectionCreator:
         self._unusable: weakref.WeakKeyDictionary[LoadedCertificate, bool] = (
             weakref.WeakKeyDictionary()
         )
-        self._memo = _Memo(None, object(), -1)  # the first handshake fills it
+        self._memo: _Memo | None = None  # made by the first handshake
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         connection = SSL.Connection(self._gate, None)
@@ -200,9 +197,9 @@ class SNIConnectionCreator:
             log.failure("TLS certificate selection failed; handshake refused")
 
     def _choose(self, ssl: Any, connection: SocketTLS | SSL.Connection, target: Any) -> None:
-        name = _lib.SSL_get_servername(ssl, _HOST_NAME)
-        raw = None if name == _ffi.NULL else _ffi.string(name)
-        choice = self._reusable(raw)
+        raw = server_name(ssl)
+        memo = self._current_memo()
+        choice = memo.choices.get(raw)
         if choice is None:
             if raw is not None and _forbidden_sni(raw):
                 log.warn(
@@ -211,21 +208,22 @@ class SNIConnectionCreator:
                     sni=for_log(raw),
                 )
                 return
-            choice = self._select(raw)
+            choice = self._select(memo, raw)
         version = _lib.SSL_version(ssl)
         if version < choice.min_version:
             log.info(
                 "TLS handshake refused: {sni} requires TLS {required}, client negotiated "
                 "{negotiated}",
-                sni=for_log(choice.info.server_name), required=choice.min_version_name,
+                sni=for_log(choice.info.server_name),
+                required=_VERSION_NAMES[choice.min_version],
                 negotiated=_VERSION_NAMES.get(version, hex(version)),
             )
             return
         connection.set_context(choice.context)
         target.tls_info = choice.info
 
-    def _reusable(self, raw: bytes | None) -> _Choice | None:
-        """This second's choice for ``raw``, if the table and the certificates are unchanged.
+    def _current_memo(self) -> _Memo:
+        """This second's choices, if the table and the certificates are unchanged.
 
         Most handshakes repeat a few names; a choice depends only on the name, the table,
         the certificate lookup's generation and the time, and certificate validity is
@@ -233,19 +231,17 @@ class SNIConnectionCreator:
         """
         table = self._source.current()
         second = int(self._clock.seconds())
+        generation = table.generation()
         memo = self._memo
-        if memo.table is not table or memo.second != second or (
-                memo.generation is not table.generation()):
-            memo = self._memo = _Memo(table, table.generation(), second)
-        return memo.choices.get(raw)
+        if (memo is None or memo.table is not table or memo.second != second
+                or memo.generation is not generation):
+            memo = self._memo = _Memo(table, generation, second)
+        return memo
 
-    def _select(self, raw: bytes | None) -> _Choice:
-        memo = self._memo
-        table = memo.table
-        assert table is not None  # set by _reusable, which runs first
+    def _select(self, memo: _Memo, raw: bytes | None) -> _Choice:
         name = _normalise_sni(raw)
         now = datetime.fromtimestamp(memo.second, UTC)
-        context, selection = self._context_or_fallback(table.select(name, now), table)
+        context, selection = self._context_or_fallback(memo.table.select(name, now), memo.table)
         choice = _Choice(
             context=context,
             info=TLSConnectionInfo(
@@ -256,7 +252,6 @@ class SNIConnectionCreator:
                 step=selection.step,
             ),
             min_version=_version_number(selection.min_version),
-            min_version_name=selection.min_version,
         )
         if len(memo.choices) < _MEMO_SIZE:  # random names from a scanner: just not kept
             memo.choices[raw] = choice

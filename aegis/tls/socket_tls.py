@@ -92,6 +92,12 @@ def install_servername(context: SSL.Context, callback: Callable[[Any], None]) ->
     return c_callback
 
 
+def server_name(ssl: Any) -> bytes | None:
+    """The SNI value OpenSSL parsed for ``ssl`` (an ``SSL*``), or None."""
+    name = _lib.SSL_get_servername(ssl, _HOST_NAME)
+    return None if name == _NULL else _ffi.string(name)
+
+
 class HandshakeRegistry:
     """Socket connections in their handshake, by ``SSL*``: how a C callback finds them."""
 
@@ -112,8 +118,8 @@ class SocketTLS:
     """A server-side OpenSSL connection on a socket descriptor (OpenSSL's socket BIO).
 
     ``transport`` is where the SNI layer records its facts (``tls_info``). Offers what the
-    HTTP layer reads from ``getHandle()``: :meth:`get_servername`,
-    :meth:`get_alpn_proto_negotiated`, :meth:`get_protocol_version_name`.
+    HTTP layer reads from ``getHandle()``: :meth:`get_servername` and
+    :meth:`get_alpn_proto_negotiated`.
     """
 
     __slots__ = ("_context", "_registry", "ssl", "transport")
@@ -145,25 +151,13 @@ class SocketTLS:
         self._context = context
 
     def get_servername(self) -> bytes | None:
-        name = _lib.SSL_get_servername(self.ssl, _HOST_NAME)
-        return None if name == _NULL else _ffi.string(name)
+        return server_name(self.ssl)
 
     def get_alpn_proto_negotiated(self) -> bytes:
         data = _ffi.new("unsigned char **")
         length = _ffi.new("unsigned int *")
         _lib.SSL_get0_alpn_selected(self.ssl, data, length)
         return b"" if not length[0] else _ffi.buffer(data[0], length[0])[:]
-
-    def get_protocol_version_name(self) -> str:
-        version: bytes = _ffi.string(_lib.SSL_get_version(self.ssl))
-        return version.decode("ascii")
-
-    def get_cipher_name(self) -> str | None:
-        cipher = _lib.SSL_get_current_cipher(self.ssl)
-        if cipher == _NULL:
-            return None
-        name: bytes = _ffi.string(_lib.SSL_CIPHER_get_name(cipher))
-        return name.decode("utf-8")
 
     def get_peer_certificate(self) -> crypto.X509 | None:
         """Always None in practice: the listener asks no client certificates."""
@@ -172,11 +166,12 @@ class SocketTLS:
             return None
         return crypto.X509._from_raw_x509_ptr(certificate)
 
-    def error(self, result: int) -> Exception:
-        """The exception pyOpenSSL would raise for a failed call that returned ``result``
-        (read ``errno`` before anything else can change it); clears OpenSSL's queue."""
+    def error(self, result: int, code: int) -> Exception:
+        """The exception pyOpenSSL would raise for a failed call that returned ``result``,
+        ``code`` being its ``SSL_get_error`` (called before anything can change ``errno``);
+        clears OpenSSL's queue. pyOpenSSL's own mapping is a method of its ``Connection``,
+        which these connections are not."""
         saved_errno = _ffi.errno
-        code = _lib.SSL_get_error(self.ssl, result)
         if code == _lib.SSL_ERROR_SYSCALL and _lib.ERR_peek_error() == 0:
             if result < 0 and saved_errno:
                 return SSL.SysCallError(saved_errno, errno.errorcode.get(saved_errno, ""))
@@ -190,4 +185,4 @@ class SocketTLS:
         return SSL.Error(f"TLS failure (OpenSSL error {code})")
 
 
-__all__ = ["HandshakeRegistry", "SocketTLS", "install_alpn", "install_servername"]
+__all__ = ["HandshakeRegistry", "SocketTLS", "install_alpn", "install_servername", "server_name"]
