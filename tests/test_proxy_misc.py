@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,12 @@ from zope.interface.verify import verifyObject
 
 from aegis.listeners import IDrainable
 from aegis.proxy import proxy_factory
+from aegis.proxy._http1 import Http1Connection
 from aegis.proxy._timers import Sweeper
+from aegis.proxy._upstream import UpstreamConnection
 from aegis.proxy.routing import Forward, LocalResponse, ProxyLimits, StaticRouter
+from aegis.tls.direct import DirectTLSServer
+from aegis.tls.socket_tls import SocketTLS
 from bench.proxy.run_proxy import tls_context_factory
 from tests.test_proxy_support import (
     Seen,
@@ -217,4 +222,39 @@ async def test_nagle_is_off_towards_the_client_and_the_upstream(tls: bool) -> No
         pooled.close()
         connection.close()
     finally:
+        await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_closed_connections_are_freed_without_the_cycle_collector() -> None:
+    """Client and upstream connections go as soon as they are closed: their HTTP parsers
+    hold bound callbacks, a reference cycle that used to keep each protocol, its transport
+    and its TLS connection until the cyclic garbage collector ran."""
+    rig = make_rig(tls=True)
+
+    def get() -> bytes:
+        with tls_client(rig.port) as connection:
+            connection.sendall(b"GET /x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+            return answer
+
+    ours = (Http1Connection, UpstreamConnection, DirectTLSServer, SocketTLS)
+    gc.collect()
+    gc.disable()
+    earlier = {id(o) for o in gc.get_objects() if isinstance(o, ours)}  # other tests' own
+    try:
+        for _ in range(3):
+            assert (await deferToThread(get)).startswith(b"HTTP/1.1 200 OK")
+        rig.factory.engine.pool.close()  # the pooled upstream connections, too
+        alive: list[Any] = []
+        for _ in range(50):
+            await deferLater(reactor, 0.02, lambda: None)
+            alive = [o for o in gc.get_objects() if isinstance(o, ours) and id(o) not in earlier]
+            if not alive:
+                break
+        assert alive == []
+    finally:
+        gc.enable()
         await rig.stop()

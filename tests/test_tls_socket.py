@@ -4,6 +4,8 @@ connections, and the SNI layer's per-second reuse of a choice."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import socket
 from collections.abc import Iterable
 from datetime import datetime
@@ -16,15 +18,17 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from twisted.internet import reactor
 from twisted.internet.address import IPv6Address
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import globalLogPublisher
 
 from aegis.certs.model import LoadedCertificate
-from aegis.tls.direct import context_acceptor
+from aegis.tls.direct import DirectTLSServer, context_acceptor
 from aegis.tls.endpoint import https_endpoint
 from aegis.tls.policy import INTERMEDIATE, policy_context
 from aegis.tls.selection import MemoryCertificates, SelectionState
 from aegis.tls.sni import https_factory
-from aegis.tls.socket_tls import _alpn_selector
+from aegis.tls.socket_tls import SocketTLS, _alpn_selector
 from tests.test_tls_loopback import client_context, der, in_thread, python_get
 from tests.test_tls_support import (
     NOW,
@@ -157,6 +161,39 @@ async def test_socket_connections_leave_the_handshake_registry() -> None:
         await port.stopListening()
 
 
+@pytest_twisted.ensureDeferred
+async def test_closed_connections_are_freed_without_the_cycle_collector() -> None:
+    """A completed connection's transport and ``SSL*`` go as soon as it is closed. A
+    reference cycle (the transport and its TLS connection) used to leave each one to the
+    cyclic garbage collector, whose delayed frees cost the allocator several per cent of a
+    handshake. (A failed handshake's exception keeps its frames, and with them the
+    transport, for as long as the exception is kept: not a cycle.)"""
+    stored = pki.leaf("stored.example.com")
+    state = SelectionState(MemoryCertificates([stored]), FALLBACK)
+    endpoint = https_endpoint(reactor, "tcp:0:interface=127.0.0.1", state)
+    port = await endpoint.listen(Factory.forProtocol(Hello))
+    gc.collect()
+    gc.disable()
+    earlier = {id(o) for o in gc.get_objects() if isinstance(o, DirectTLSServer | SocketTLS)}
+    try:
+        number = port_number(port)
+        for _ in range(3):
+            _leaf, body = await in_thread(python_get, number, "stored.example.com")
+            assert body
+        for _ in range(50):
+            if not port.connections:
+                break
+            await _sleep(0.02)
+        assert port.connections == set()
+        await _sleep(0.05)  # the last close ends its reactor turn
+        alive = [o for o in gc.get_objects()
+                 if isinstance(o, DirectTLSServer | SocketTLS) and id(o) not in earlier]
+        assert alive == []
+    finally:
+        gc.enable()
+        await port.stopListening()
+
+
 def _plain_text_to_tls_port(number: int) -> None:
     with socket.create_connection(("127.0.0.1", number), timeout=10) as raw:
         raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -166,6 +203,15 @@ def _plain_text_to_tls_port(number: int) -> None:
 
 def _connect_and_leave(number: int) -> None:
     socket.create_connection(("127.0.0.1", number), timeout=10).close()
+
+
+class Hello(Protocol):
+    """Answers a request, and keeps nothing about its connection once it is closed."""
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            self.transport.write(  # type: ignore[union-attr]
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
 async def _sleep(seconds: float) -> None:
@@ -217,3 +263,31 @@ async def test_ipv6_listener_accepts_and_selects() -> None:
     assert leaf == der(stored.leaf)
     assert b"sni=stored.example.com step=domain_match" in body
     assert isinstance(peers[0], IPv6Address) and peers[0].host == "::1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_accept_errors_are_logged_after_the_accepting_read() -> None:
+    """An ``accept()`` failure (here ENOBUFS) is logged, once the accepting read is over."""
+    state = SelectionState(MemoryCertificates([]), FALLBACK)
+    port = await https_endpoint(reactor, "tcp:0:interface=127.0.0.1", state).listen(
+        Factory.forProtocol(Hello))
+    seen: list[dict[str, Any]] = []
+    during: list[int] = []
+
+    class Failing:
+        def accept(self) -> Any:
+            during.append(len(seen))
+            raise OSError(errno.ENOBUFS, "no buffer space")
+
+    globalLogPublisher.addObserver(seen.append)
+    real, port._listener = port._listener, Failing()
+    try:
+        port.doRead()
+    finally:
+        port._listener = real
+        globalLogPublisher.removeObserver(seen.append)
+        await port.stopListening()
+    assert during == [0]
+    errors = [e for e in seen if e.get("acceptError") == "ENOBUFS"]
+    assert len(errors) == 1 and "Could not accept" in errors[0]["log_format"]
+

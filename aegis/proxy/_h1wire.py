@@ -71,6 +71,16 @@ def rejection(status: int, reason: str) -> bytes:
                          ) + body
 
 
+class _ClosedParser:
+    """The parser of a closed connection: whatever still arrives is dropped."""
+
+    def feed_data(self, data: bytes) -> None:
+        pass
+
+
+CLOSED_PARSER = _ClosedParser()
+
+
 def public_reason(exc: Exception) -> str:
     """llhttp's messages are fixed strings about the request itself: safe to echo."""
     text = str(exc) or "malformed request"

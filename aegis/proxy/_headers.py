@@ -31,6 +31,9 @@ _OURS = frozenset({
 _HOST_RE = re.compile(rb"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?$")
 
 
+_NONE: frozenset[bytes] = frozenset()
+
+
 class RequestRejected(Exception):
     """The request cannot be forwarded. ``status`` is 400, 405, 414 or 431; ``str()`` is a
     short public reason that names nothing internal."""
@@ -90,6 +93,7 @@ def validate_request(
     if method == b"CONNECT":
         raise RequestRejected(405, "CONNECT is not supported")
     hosts: list[bytes] = []
+    connection: Headers = []
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"host":
@@ -99,6 +103,9 @@ def validate_request(
                 raise RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request")
             if value.strip().lower() != b"chunked":
                 raise RequestRejected(400, "unsupported transfer coding")
+        elif lowered == b"connection":
+            connection.append((lowered, value))
+    tokens = connection_tokens(connection) if connection else _NONE
     if len(hosts) > 1:
         raise RequestRejected(400, "more than one Host header")
     if target.startswith((b"http://", b"https://")):
@@ -114,12 +121,9 @@ def validate_request(
     if not hosts:
         if version == "1.1":
             raise RequestRejected(400, "missing Host header")
-        return RequestHead(method, target, version, headers, "", None)
+        return RequestHead(method, target, version, headers, "", None, tokens)
     host, port = normalise_host(hosts[0])
-    return RequestHead(method, target, version, headers, host, port)
-
-
-_NONE: frozenset[bytes] = frozenset()
+    return RequestHead(method, target, version, headers, host, port, tokens)
 
 
 def connection_tokens(headers: Headers) -> frozenset[bytes]:
@@ -133,7 +137,7 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
 
 def wants_upgrade(head: RequestHead) -> bytes | None:
     """The ``Upgrade`` value when the client asks for one (``Connection: upgrade``)."""
-    if head.version != "1.1" or b"upgrade" not in connection_tokens(head.headers):
+    if head.version != "1.1" or b"upgrade" not in head.connection:
         return None
     return head.header(b"upgrade")
 
@@ -163,7 +167,7 @@ def upstream_head(
     (``1.1``, ``2``) and this pseudonym follows the client's own ``Via`` lines (RFC 9110
     7.6.3: separate field lines are the same as one comma-joined value).
     """
-    named = connection_tokens(head.headers)
+    named = head.connection
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     host_value = forward.host_header
     for name, value in head.headers:

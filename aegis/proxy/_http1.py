@@ -29,6 +29,7 @@ from aegis.listeners import IDrainable
 from aegis.proxy._exchange import Exchange, access_log, error_body
 from aegis.proxy._h1flow import ClientFlow
 from aegis.proxy._h1wire import (
+    CLOSED_PARSER,
     Request,
     local_response,
     public_reason,
@@ -50,7 +51,7 @@ class Http1Connection(ClientFlow):
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.info: ConnectionInfo | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: Any = httptools.HttpRequestParser(self)
         self._delegate: Any = None
         self._url = b""
         self._headers: Headers = []
@@ -140,6 +141,10 @@ class Http1Connection(ClientFlow):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
+        # The parser holds our bound callbacks: left in place, that reference cycle would
+        # keep this protocol, its transport and the TLS connection until the cyclic garbage
+        # collector's next run instead of freeing them now.
+        self._parser = CLOSED_PARSER
         self.engine.pool.sweeper.unwatch(self)
         if self._delegate is not None:
             self._delegate.connectionLost(reason)

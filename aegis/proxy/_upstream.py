@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = Logger()
 _FRAMING = HOP_BY_HOP | {b"content-length"}
 _STANDARD_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 def no_delay(transport: Any) -> None:
@@ -88,7 +89,6 @@ class UpstreamConnection(TxProtocol):
         self._status = 0
         self._reason = b""
         self._headers: Headers = []
-        self._special: Headers = []
         self._final = False
         self._got_bytes = False
         self._closed = False
@@ -126,7 +126,6 @@ class UpstreamConnection(TxProtocol):
         self._got_bytes = False
         self._keepalive = True
         self._headers = []
-        self._special = []
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
@@ -156,6 +155,7 @@ class UpstreamConnection(TxProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
+        self._parser, self._parser_ready = None, False  # its callbacks are ours: a cycle
         self.pool.sweeper.unwatch(self)
         self.pool.lost(self)
         if self.tunnel is not None:
@@ -201,14 +201,10 @@ class UpstreamConnection(TxProtocol):
         self._reason = status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._done_in_feed:
-            raise ValueError("unsolicited response")
-        if self._final:
-            return  # trailers: dropped (hop-by-hop by nature)
-        lowered = name.lower()
-        if lowered in _FRAMING:
-            self._special.append((lowered, value))  # never forwarded: the front re-frames
-        else:
+        # Sorted in on_headers_complete, in one loop: a response has several headers, and
+        # this callback is the proxy's most frequent call. (A field of a response after a
+        # finished one cannot get here: on_message_begin refuses that response first.)
+        if not self._final:  # after the head: trailers, dropped (hop-by-hop by nature)
             self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -216,9 +212,22 @@ class UpstreamConnection(TxProtocol):
         if not 100 <= status <= 599:
             raise ValueError("status out of range")
         self._status = status
-        headers, self._headers = self._headers, []
-        special, self._special = self._special, []
-        named = connection_tokens([(b"connection", v) for k, v in special if k == b"connection"])
+        raw, self._headers = self._headers, []
+        headers: Headers = []
+        connection: Headers = []
+        length: int | None = None
+        chunked = False
+        for name, value in raw:
+            lowered = name.lower()
+            if lowered not in _FRAMING:
+                headers.append((name, value))
+            elif lowered == b"content-length":  # framing: never forwarded, the front re-frames
+                length = int(value)
+            elif lowered == b"transfer-encoding":
+                chunked = True
+            elif lowered == b"connection":
+                connection.append((lowered, value))
+        named = connection_tokens(connection) if connection else _NO_TOKENS
         if named - _STANDARD_TOKENS:
             headers = [(k, v) for k, v in headers if k.lower() not in named]
         if status == 101:
@@ -229,13 +238,6 @@ class UpstreamConnection(TxProtocol):
                 self.handler.response_interim(status, headers)
             return
         self._final = True
-        length: int | None = None
-        chunked = False
-        for lowered, value in special:
-            if lowered == b"content-length":
-                length = int(value)
-            elif lowered == b"transfer-encoding":
-                chunked = True
         if b"close" in named:
             self._keepalive = False
         if self._parser.get_http_version() != "1.1":

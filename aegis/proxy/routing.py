@@ -25,6 +25,8 @@ class RequestHead:
     absolute-form targets are reduced to origin form and their authority becomes ``host``.
     ``host`` is lowercase with no port and no trailing dot; ``port`` is the port named in the
     ``Host`` header, if any. ``headers`` are as received (names in their original case).
+    ``connection`` holds the lowercase tokens of the ``Connection`` headers, read once here
+    because both the upgrade check and the upstream head need them.
     """
 
     method: bytes
@@ -33,6 +35,7 @@ class RequestHead:
     headers: Headers
     host: str
     port: int | None = None
+    connection: frozenset[bytes] = frozenset()
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (case-insensitive), or None."""

@@ -42,24 +42,23 @@ The per-connection objects are created by an :class:`TLSAcceptor`: the SNI layer
 
 from __future__ import annotations
 
+import _socket
 import socket
+import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
-from twisted.internet import address, main, tcp
-from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet import address, error, main, tcp
+from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aegis.reactor import ImmediateWriteMixin, TrackedServerMixin
+from aegis.reactor import AegisReactor, ImmediateWriteMixin, TrackedServerMixin
+from aegis.tls.acceptor import TLSAcceptor, context_acceptor, server_connection
 from aegis.tls.socket_tls import SocketTLS
-from aegis.tls.transport import DEFAULT_HANDSHAKE_TIMEOUT
 
 if TYPE_CHECKING:
     from aegis.tls.port import DirectTLSPort
@@ -75,19 +74,10 @@ _READ_SIZE = 16 * 1024 + 256  # one TLS record's plaintext: SSL_read returns one
 # One read buffer for every connection: reads run on the reactor thread only, and each
 # record is copied out to ``bytes`` before the next read.
 _read_buffer = _ffi.new("char[]", _READ_SIZE)
-
-
-@dataclass(frozen=True)
-class TLSAcceptor:
-    """How a listening port turns an accepted socket into a TLS server connection.
-
-    ``connection(sock, transport)`` returns a :class:`SocketTLS` bound to ``sock`` (in
-    accept state, with ``transport`` as its app data); ``clock`` runs the handshake deadline.
-    """
-
-    connection: Callable[[socket.socket, Any], SocketTLS]
-    clock: IReactorTime
-    handshake_timeout: float
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+# The C socket's close: socket.socket.close adds two Python calls for makefile() bookkeeping
+# these sockets never use.
+_close_socket = _socket.socket.close
 
 
 @implementer(ISSLTransport)
@@ -146,8 +136,15 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
     def start_handshake(self) -> None:
         """Called by the port right after ``makeConnection``: the ClientHello is usually
         already waiting (a client sends it as soon as it is connected), so handshaking now
-        saves a trip round the event loop; if not, this costs one ``EAGAIN`` read."""
-        self._outside_poller(self._handshake, "TLS handshake failed")
+        saves a trip round the event loop; if not, this costs one ``EAGAIN`` read. (What
+        :meth:`_outside_poller` does, written out: this runs for every connection.)"""
+        try:
+            why = self._handshake()
+        except BaseException:
+            log.failure("TLS handshake failed")
+            why = main.CONNECTION_LOST
+        if why is not None:
+            self._loop._disconnectSelectable(self, why, True)
 
     def _outside_poller(self, step: Callable[[], Any], failed: str) -> None:
         """Run a read step the poller did not dispatch, handling its result as the poller's
@@ -235,7 +232,7 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
             if self._write_wants_read:
                 self._write_wants_read = False
                 self.startWriting()
-            why = self._dataReceived(_ffi.buffer(_read_buffer, count)[:])
+            why = self._dataReceived(_ffi.unpack(_read_buffer, count))
             if (why is not None or self._paused or not self.connected or self.disconnecting
                     or self._aborting):
                 return why
@@ -255,7 +252,8 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
         _lib.ERR_clear_error()
         if code == _ZERO_RETURN:  # the peer's close_notify: answer it, as TLS asks
             if len(self.dataBuffer) == self.offset and not self._tempDataLen:
-                self._send_close_notify()
+                _lib.SSL_shutdown(self._ssl)  # as _send_close_notify (handshake is over)
+                _lib.ERR_clear_error()
             return main.CONNECTION_DONE
         return main.CONNECTION_LOST  # EOF without close_notify, reset, or a TLS error
 
@@ -303,12 +301,18 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
         if not length:
             return 0
         sent = count = 0
-        with _ffi.from_buffer(data) as buffer:
-            while sent < length:
-                count = _lib.SSL_write(ssl, buffer + sent, length - sent)
-                if count <= 0:
-                    break
-                sent += count
+        if type(data) is bytes:  # the usual case: one record, and no buffer object for it
+            count = _lib.SSL_write(ssl, data, length)
+            if count == length:
+                return count
+            sent = max(count, 0)
+        if sent or type(data) is not bytes:
+            with _ffi.from_buffer(data) as buffer:
+                while sent < length:
+                    count = _lib.SSL_write(ssl, buffer + sent, length - sent)
+                    if count <= 0:
+                        break
+                    sent += count
         if sent:
             return sent
         code = _lib.SSL_get_error(ssl, count)
@@ -365,42 +369,51 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
             _lib.SSL_shutdown(self._ssl)  # one attempt; a full socket buffer just skips it
             _lib.ERR_clear_error()
 
-    def readConnectionLost(self, reason: Failure) -> None:
-        """The peer's ``close_notify`` ends the connection (it was answered in
-        ``_read_failed``): no half-closed TLS here, so no adaptation to
-        ``IHalfCloseableProtocol`` per closed connection."""
-        self.connectionLost(reason)
-
     def connectionLost(self, reason: Failure) -> None:
-        self._tls.handshake_over()
-        self._deadlines.forget(self)
+        if self._handshaking:  # otherwise _handshake_done did this
+            self._tls.handshake_over()
+            self._deadlines.forget(self)
         self._held = []
-        super().connectionLost(reason)
+        self._connections.discard(self)  # as TrackedServerMixin
+        # What tcp.Connection.connectionLost and FileDescriptor.connectionLost do, in the
+        # same order, in one call: this runs once per connection, for every handshake.
+        if not hasattr(self, "socket"):  # called twice (see tcp.Connection.connectionLost)
+            return
+        self.disconnected = 1
+        self.connected = 0
+        if self.producer is not None:
+            self.producer.stopProducing()
+            self.producer = None
+        reactor = self.reactor
+        if reactor.__class__ is AegisReactor:
+            reactor.forget(self)
+        else:
+            reactor.removeReader(self)
+            reactor.removeWriter(self)
+        skt = self.socket
+        aborted = reason.type is not None and issubclass(reason.type, error.ConnectionAborted)
+        try:
+            if not aborted:
+                if self._shouldShutdown:
+                    skt.shutdown(socket.SHUT_RDWR)
+            else:  # an abort: reset, as Twisted does
+                skt.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+        try:  # noqa: SIM105 (contextlib.suppress: two more calls per connection)
+            _close_socket(skt)
+        except OSError:
+            pass
+        protocol = self.protocol
+        del self.protocol
+        del self.socket
+        del self.fileno
+        protocol.connectionLost(reason)
 
-
-def server_connection(context: SSL.Context, sock: socket.socket,
-                      transport: object) -> SocketTLS:
-    """A server-side connection on ``sock`` itself (OpenSSL's socket BIO) for ``transport``
-    (where an SNI layer records ``tls_info``), from a context without SNI selection."""
-    return SocketTLS(context, sock.fileno(), transport)
-
-
-def context_acceptor(context: SSL.Context, clock: IReactorTime,
-                     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> TLSAcceptor:
-    """An acceptor serving every connection from one ``context`` (no SNI selection): for
-    tests, benchmarks and tools that need the transport without the certificate layer.
-
-    ``context`` must not carry pyOpenSSL-wrapped callbacks (they cannot find socket
-    connections, see :mod:`aegis.tls.socket_tls`): build it with
-    :func:`aegis.tls.policy.policy_context`, or use ``install_alpn``.
-    """
-    for helper in ("_alpn_select_helper", "_tlsext_servername_callback", "_verify_helper"):
-        if getattr(context, helper, None) is not None:
-            raise ValueError(
-                f"this context has a pyOpenSSL callback ({helper.strip('_')}), which cannot "
-                "serve TLS on the socket; use aegis.tls.policy.policy_context or "
-                "aegis.tls.socket_tls.install_alpn")
-    return TLSAcceptor(partial(server_connection, context), clock, handshake_timeout)
+    # The peer's ``close_notify`` ends the connection (it was answered in ``_read_failed``):
+    # no half-closed TLS here, so no adaptation to ``IHalfCloseableProtocol`` per closed
+    # connection, and no call in between.
+    readConnectionLost = connectionLost
 
 
 __all__ = ["DirectTLSServer", "TLSAcceptor", "context_acceptor", "server_connection"]

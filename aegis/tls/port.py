@@ -20,10 +20,10 @@ recovery with the reserved descriptor, the logging of accept errors, IPv6 scope 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import tcp
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 
 from aegis.reactor import TrackingPort
 from aegis.tls.deadlines import HandshakeDeadlines
@@ -63,6 +63,18 @@ class DirectTLSPort(TrackingPort):
     def startListening(self) -> None:
         super().startListening()
         self._listener = _Listener(self.socket)
+        # What tcp._BuffersLogs does per accepting read, made once: accept's events wait
+        # until the batch is accepted (a log observer must not take the descriptor that
+        # Twisted keeps for EMFILE), then go to the port's observer.
+        self._accept_events: list[Any] = []
+        self._accept_log = Logger(namespace=self._logger.namespace,
+                                  observer=cast(ILogObserver, self._accept_events.append))
+
+    def _flush_accept_log(self) -> None:
+        if self._accept_events:
+            events, self._accept_events[:] = list(self._accept_events), []
+            for event in events:
+                self._logger.observer(event)
 
     def doRead(self) -> None:
         """Accept what is waiting (see the module's docstring for what differs from
@@ -72,13 +84,14 @@ class DirectTLSPort(TrackingPort):
             return
         try:
             accepted = 0
-            with tcp._BuffersLogs(self._logger.namespace,
-                                  self._logger.observer) as buffering:
-                clients = tcp._accept(buffering, range(self.numberAccepts), listener,
+            try:
+                clients = tcp._accept(self._accept_log, range(self.numberAccepts), listener,
                                       tcp._reservedFD)
                 for skt, addr in clients:
                     accepted += 1
                     self._connect(skt, addr)
+            finally:
+                self._flush_accept_log()
             if accepted == self.numberAccepts:
                 self.numberAccepts += 20
             else:

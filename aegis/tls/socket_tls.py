@@ -140,10 +140,16 @@ class SocketTLS:
             registry.add(self)
 
     def handshake_over(self) -> None:
-        """Done or failed: no callback will look for this connection any more."""
+        """Done or failed: no callback will look for this connection any more.
+
+        Also lets go of the transport, which holds this object: without that reference
+        cycle, the ``SSL*`` is freed as soon as the connection is gone, not at the next
+        garbage collection (measured: the delayed frees cost the allocator several per
+        cent of a handshake)."""
         if self._registry is not None:
             self._registry.remove(self)
             self._registry = None
+        self.transport = None
 
     def set_context(self, context: SSL.Context) -> None:
         """Serve this handshake from ``context`` (the SNI switch)."""

@@ -9,7 +9,10 @@ is measured with TLS 1.2 and TLS 1.3; the script prints a Markdown table of hand
 Aegis's rate as a ratio of each peer (medians of ``--rounds`` interleaved rounds), then the
 per-round ratios and their medians. ``--floor`` also measures ``floor_server.py`` (a bare epoll
 loop driving the same OpenSSL and policy context: what Python cannot go below) and prints
-Aegis / floor and floor / nginx.
+Aegis / floor and floor / nginx. nginx / Caddy is printed too: it shows where a target set
+against Caddy sits against nginx on this machine. ``--together`` loads all servers at once
+(still all on CPU 0, one client each) and reports handshakes per CPU second each server used:
+on a shared VM whose speed drifts between seconds, the servers then meet the same moments.
 
 Needs: golang-go, nginx (nginx-light), caddy, taskset (util-linux). About 2 minutes.
 """
@@ -33,6 +36,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from aegis.testing.ports import free_port, wait_for_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cputime import cpu_seconds  # bench/cputime.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -148,6 +154,32 @@ def measure(client: Path, port: int, version: str, duration: float, clients: int
     return float(result["rate"])
 
 
+def measure_together(client: Path, ports: dict[str, int], pids: dict[str, int], version: str,
+                     duration: float, clients: int) -> dict[str, tuple[float, float]]:
+    """Every server loaded at once (one client each): {server: (handshakes/s, handshakes per
+    CPU second)}. The servers share CPU 0 at the same moments, so the machine's drift reaches
+    all of them alike; dividing by the CPU time each really used also removes unequal
+    shares."""
+    def command(port: int, seconds: str) -> list[str]:
+        return ["taskset", "-c", "1", str(client), "-addr", f"127.0.0.1:{port}", "-sni", NAME,
+                "-tls", version, "-c", str(clients), "-d", seconds]
+
+    warm = [subprocess.Popen(command(port, "1s"), stdout=subprocess.DEVNULL)
+            for port in ports.values()]
+    for process in warm:
+        process.wait()
+    before = {server: cpu_seconds(pid) for server, pid in pids.items()}
+    runs = {server: subprocess.Popen(command(port, f"{duration}s"), stdout=subprocess.PIPE)
+            for server, port in ports.items()}
+    results = {}
+    for server, process in runs.items():
+        out, _ = process.communicate()
+        result = json.loads(out)
+        used = max(cpu_seconds(pids[server]) - before[server], 1e-3)
+        results[server] = (float(result["rate"]), result["handshakes"] / used)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0)
@@ -155,6 +187,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--floor", action="store_true",
                         help="also measure floor_server.py (see the module's docstring)")
+    parser.add_argument("--together", action="store_true",
+                        help="load all servers at once (they share CPU 0) and compare "
+                             "handshakes per CPU second, immune to the machine's drift")
     args = parser.parse_args()
     for tool in ("go", "nginx", "caddy", "taskset"):
         if shutil.which(tool) is None:
@@ -167,6 +202,7 @@ def main() -> int:
         subprocess.run(["go", "build", "-o", str(client), str(HERE / "client.go")],
                        check=True, env=env)
         samples: dict[tuple[str, str, str], list[float]] = {}
+        cpu_samples: dict[tuple[str, str, str], list[float]] = {}
         servers = {"aegis": start_aegis, "nginx": start_nginx, "caddy": start_caddy}
         if args.floor:
             servers["floor"] = start_floor
@@ -181,9 +217,21 @@ def main() -> int:
                     running.append(process)
                     wait_for_port(port, process)
                     ports[server] = port
+                pids = {server: process.pid for server, process in zip(ports, running, strict=True)}
                 # Interleaved rounds: a busy neighbour slows every server alike.
                 for _ in range(args.rounds):
                     for version in ("1.2", "1.3"):
+                        if args.together:
+                            together = measure_together(client, ports, pids, version,
+                                                        args.duration, args.clients)
+                            for server, (rate, per_cpu) in together.items():
+                                samples.setdefault((server, kind, version), []).append(rate)
+                                cpu_samples.setdefault((server, kind, version),
+                                                       []).append(per_cpu)
+                                print(f"{server:6} {kind:5} TLS {version}: {rate:8.0f} "
+                                      f"handshakes/s, {per_cpu:8.0f} per CPU second",
+                                      file=sys.stderr, flush=True)
+                            continue
                         for server, port in ports.items():
                             rate = measure(client, port, version, args.duration, args.clients)
                             samples.setdefault((server, kind, version), []).append(rate)
@@ -193,6 +241,10 @@ def main() -> int:
                 for process in running:
                     process.terminate()
                     process.wait(timeout=10)
+    if args.together:
+        print("All servers loaded at once, sharing CPU 0; figures are per CPU second "
+              "(handshakes / CPU time each server used).\n")
+        samples = cpu_samples
     rates = {key: statistics.median(values) for key, values in samples.items()}
     print("| key | TLS | Aegis/s | nginx/s | Caddy/s | Aegis / nginx | Aegis / Caddy |")
     print("|---|---|---|---|---|---|---|")
@@ -206,7 +258,8 @@ def main() -> int:
     print()
     for kind in ("ecdsa", "rsa"):
         for version in ("1.2", "1.3"):
-            pairs = [("aegis", "nginx"), ("aegis", "caddy")]
+            # nginx / Caddy: where the targets sit against the fastest C server in this run
+            pairs = [("aegis", "nginx"), ("aegis", "caddy"), ("nginx", "caddy")]
             if args.floor:
                 pairs += [("aegis", "floor"), ("floor", "nginx")]
             for server, peer in pairs:
