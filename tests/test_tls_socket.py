@@ -144,7 +144,7 @@ async def test_socket_connections_leave_the_handshake_registry() -> None:
     endpoint = https_endpoint(reactor, "tcp:0:interface=127.0.0.1", state)
     port = await endpoint.listen(echo_factory())
     try:
-        registry = port.acceptor.connection.__self__._handshaking._handshaking
+        registry = port.acceptor.connection.__self__._handshaking.by_ssl
         number = port_number(port)
         for _ in range(5):
             _leaf, body = await in_thread(python_get, number, "stored.example.com")

@@ -19,6 +19,7 @@ recovery with the reserved descriptor, the logging of accept errors, IPv6 scope 
 
 from __future__ import annotations
 
+import _socket
 import socket
 from typing import Any, cast
 
@@ -42,9 +43,10 @@ class _Listener:
         self._accept = listening._accept  # type: ignore[attr-defined]
         self._family = int(listening.family)
 
-    def accept(self) -> tuple[socket.socket, Any]:
+    def accept(self) -> tuple[Any, Any]:
         descriptor, address = self._accept()
-        return socket.socket(self._family, socket.SOCK_STREAM, 0, descriptor), address
+        # The C socket type: socket.socket's Python __init__ only adds makefile() state.
+        return _socket.socket(self._family, socket.SOCK_STREAM, 0, descriptor), address
 
 
 class DirectTLSPort(TrackingPort):
@@ -104,7 +106,7 @@ class DirectTLSPort(TrackingPort):
             host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
             addr = (host[0], *addr[1:])
         factory: Any = self.factory
-        protocol = factory.buildProtocol(self._buildAddr(addr))
+        protocol = factory.buildProtocol(self._addressType("TCP", *addr))  # _buildAddr
         if protocol is None:
             skt.close()
             return

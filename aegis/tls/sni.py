@@ -140,6 +140,7 @@ class SNIConnectionCreator:
         self._policy = policy
         self._gate = policy_context(policy)
         self._handshaking = HandshakeRegistry()
+        self._find_handshaking = self._handshaking.by_ssl.get
         self._servername_callback = install_servername(self._gate, self._servername)
         self._contexts: weakref.WeakKeyDictionary[LoadedCertificate, SSL.Context] = (
             weakref.WeakKeyDictionary()
@@ -182,22 +183,25 @@ class SNIConnectionCreator:
             self._contexts[certificate] = context
         return context
 
-    def _servername(self, ssl: Any) -> None:
-        """OpenSSL's servername callback (a C callback: see :mod:`aegis.tls.socket_tls`)."""
+    def _servername(self, ssl: Any, _alert: Any, _arg: Any) -> int:
+        """OpenSSL's servername callback (a C callback: see :mod:`aegis.tls.socket_tls`).
+        Returns 0 (go on) always: a refusal leaves the gate context, which has no
+        certificate, so the handshake fails closed."""
         try:
-            connection: SocketTLS | SSL.Connection | None = self._handshaking.find(ssl)
+            connection: SocketTLS | SSL.Connection | None = self._find_handshaking(ssl)
             if connection is not None:
                 target = connection.transport
             else:  # Twisted's memory-BIO TLS (``unix:`` listeners): a pyOpenSSL connection
                 connection = SSL.Connection._reverse_mapping.get(ssl)
                 if connection is None:
                     log.error("TLS handshake refused: its connection is unknown")
-                    return
+                    return 0
                 target = connection.get_app_data()
             self._choose(ssl, connection, target)
         except BaseException:
             # Staying on the gate context refuses the handshake: never fail open.
             log.failure("TLS certificate selection failed; handshake refused")
+        return 0
 
     def _choose(self, ssl: Any, connection: SocketTLS | SSL.Connection, target: Any) -> None:
         # Runs once per handshake: the memo check of _current_memo and server_name are

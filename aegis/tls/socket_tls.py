@@ -76,18 +76,14 @@ def _alpn_selector(ours: tuple[bytes, ...]) -> Callable[..., int]:
     return select
 
 
-def install_servername(context: SSL.Context, callback: Callable[[Any], None]) -> Any:
-    """Have ``context`` call ``callback(ssl)`` once it has parsed the ClientHello's SNI.
+def install_servername(context: SSL.Context, callback: Callable[[Any, Any, Any], int]) -> Any:
+    """Have ``context`` call ``callback(ssl, alert, arg)`` (OpenSSL's servername callback
+    signature; return 0) once it has parsed the ClientHello's SNI.
 
     Exceptions are the callback's own business (it must catch them); the handshake goes on
     with whatever context the connection then has. Returns the C callback, which the caller
     keeps alive as long as the context."""
-
-    def servername(ssl: Any, _alert: Any, _arg: Any) -> int:
-        callback(ssl)
-        return 0
-
-    c_callback = _ffi.callback(_SERVERNAME_SIGNATURE, servername, error=0)
+    c_callback = _ffi.callback(_SERVERNAME_SIGNATURE, callback, error=0)
     _lib.SSL_CTX_set_tlsext_servername_callback(context._context, c_callback)
     return c_callback
 
@@ -102,16 +98,17 @@ class HandshakeRegistry:
     """Socket connections in their handshake, by ``SSL*``: how a C callback finds them."""
 
     def __init__(self) -> None:
-        self._handshaking: dict[Any, SocketTLS] = {}
+        # Public for the hot path: the SNI callback looks up ``by_ssl.get`` directly.
+        self.by_ssl: dict[Any, SocketTLS] = {}
 
     def find(self, ssl: Any) -> SocketTLS | None:
-        return self._handshaking.get(ssl)
+        return self.by_ssl.get(ssl)
 
     def add(self, connection: SocketTLS) -> None:
-        self._handshaking[connection.ssl] = connection
+        self.by_ssl[connection.ssl] = connection
 
     def remove(self, connection: SocketTLS) -> None:
-        self._handshaking.pop(connection.ssl, None)
+        self.by_ssl.pop(connection.ssl, None)
 
 
 class SocketTLS:
@@ -147,7 +144,7 @@ class SocketTLS:
         garbage collection (measured: the delayed frees cost the allocator several per
         cent of a handshake)."""
         if self._registry is not None:
-            self._registry.remove(self)
+            self._registry.by_ssl.pop(self.ssl, None)  # remove(), written out
             self._registry = None
         self.transport = None
 
