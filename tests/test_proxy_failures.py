@@ -213,3 +213,22 @@ async def test_upload_failing_upstream_gives_502_or_close_never_a_fake_success()
         assert b"200 OK" not in raw
     finally:
         await rig.stop()
+
+
+def _long_heads(proto: UpstreamProtocol, seen: Seen) -> None:
+    size = {b"/over": 70_000, b"/under": 40_000}.get(seen.path, 0)
+    proto.transport.write(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * size
+                          + b"\r\nContent-Length: 2\r\n\r\nok")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_head_over_the_limit_is_502() -> None:
+    """A misbehaving upstream cannot grow Aegis's memory with an endless response head."""
+    rig = make_rig(_long_heads, limits=ProxyLimits(max_response_header_bytes=64 * 1024))
+    try:
+        raw = await raw_exchange(rig.port, LAST % b"over")
+        assert raw.startswith(b"HTTP/1.1 502 Bad Gateway"), raw[:80]
+        raw = await raw_exchange(rig.port, LAST % b"under")
+        assert raw.startswith(b"HTTP/1.1 200 OK") and raw.endswith(b"\r\n\r\nok")
+    finally:
+        await rig.stop()

@@ -78,6 +78,7 @@ class UpstreamPool:
         self._reactor: IReactorTCP = reactor
         self._clock: IReactorTime = reactor
         self._limits = limits
+        self.max_response_head = limits.max_response_header_bytes  # read by each connection
         self._keys: dict[tuple[Any, ...], _Key] = {}
         self._forwards: dict[tuple[Any, ...], Forward] = {}
         self._creators: dict[tuple[Any, ...], Any] = {}

@@ -97,6 +97,7 @@ class UpstreamConnection(TxProtocol):
         self.on_connected: Deferred[UpstreamConnection] | None = None
         self._done_in_feed = False
         self.request_sent = True
+        self._head_bytes = 0  # bytes read while a response head is still coming
         self._length: int | None = None
         self._chunked = False
         self._upgrade_headers: Headers = []
@@ -126,6 +127,7 @@ class UpstreamConnection(TxProtocol):
         self._got_bytes = False
         self._keepalive = True
         self._headers = []
+        self._head_bytes = 0
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
@@ -141,6 +143,13 @@ class UpstreamConnection(TxProtocol):
             return
         self._got_bytes = True
         self._done_in_feed = False
+        if not self._final:  # still in the head (or between interim heads)
+            self._head_bytes += len(data)
+            if self._head_bytes > self.pool.max_response_head:
+                log.warn("upstream response head longer than {limit} bytes: answered 502",
+                         limit=self.pool.max_response_head)
+                self._fail(malformed=True)
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:

@@ -108,6 +108,10 @@ class ProxyLimits:
 
     max_header_bytes: int = 32 * 1024
     max_header_count: int = 100
+    # An upstream response's head (status lines and fields, interim 1xx heads included)
+    # longer than this is a 502: a misbehaving upstream cannot grow memory without end.
+    # Between nginx's one-page proxy_buffer_size and Go's (Caddy's) 10 MB.
+    max_response_header_bytes: int = 1024 * 1024
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0
     body_idle_timeout: float = 60.0
