@@ -50,6 +50,15 @@ def test_no_inline_script_and_every_file_exists() -> None:
         assert (UI / name).is_file()
 
 
+def test_the_hidden_attribute_wins_over_display_rules() -> None:
+    """The UI hides the navigation (and the views) with ``hidden`` until sign-in; a rule
+    such as ``nav { display: flex }`` would otherwise show them on the sign-in page."""
+    css = (UI / "style.css").read_text(encoding="utf-8")
+    assert re.search(r"\[hidden\]\s*\{\s*display:\s*none\s*!important;?\s*\}", css)
+    html = (UI / "index.html").read_text(encoding="utf-8")
+    assert '<nav id="nav" hidden>' in html
+
+
 def test_every_api_call_of_the_ui_is_a_real_route() -> None:
     script = (UI / "app.js").read_text(encoding="utf-8")
     calls = re.findall(r'api\("(GET|POST|PUT|PATCH|DELETE)", [`"](/[^`"$]*)', script)
