@@ -234,16 +234,6 @@ class AegisReactor(epollreactor.EPollReactor):
             return
         self._remove_fast(writer, self._writes, self._reads, EPOLLIN)
 
-    def forget(self, xer: Any) -> None:
-        """``removeReader`` and ``removeWriter`` in one call, for a closing connection
-        (usually already removed by the disconnect: then this only looks)."""
-        fd = xer.fileno()
-        polling = self._continuousPolling
-        if (fd in self._reads or fd in self._writes or fd == -1 or polling._readers
-                or polling._writers):
-            self.removeReader(xer)
-            self.removeWriter(xer)
-
     def _remove_fast(self, xer: Any, primary: set[int], other: set[int],
                      antievent: int) -> None:
         fd = xer.fileno()

@@ -31,9 +31,6 @@ _OURS = frozenset({
 _HOST_RE = re.compile(rb"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?$")
 
 
-_NONE: frozenset[bytes] = frozenset()
-
-
 class RequestRejected(Exception):
     """The request cannot be forwarded. ``status`` is 400, 405, 414 or 431; ``str()`` is a
     short public reason that names nothing internal."""
@@ -93,7 +90,7 @@ def validate_request(
     if method == b"CONNECT":
         raise RequestRejected(405, "CONNECT is not supported")
     hosts: list[bytes] = []
-    connection: Headers = []
+    connection: list[bytes] = []
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"host":
@@ -104,8 +101,8 @@ def validate_request(
             if value.strip().lower() != b"chunked":
                 raise RequestRejected(400, "unsupported transfer coding")
         elif lowered == b"connection":
-            connection.append((lowered, value))
-    tokens = connection_tokens(connection) if connection else _NONE
+            connection.append(value)
+    tokens = connection_tokens(connection)
     if len(hosts) > 1:
         raise RequestRejected(400, "more than one Host header")
     if target.startswith((b"http://", b"https://")):
@@ -126,13 +123,11 @@ def validate_request(
     return RequestHead(method, target, version, headers, host, port, tokens)
 
 
-def connection_tokens(headers: Headers) -> frozenset[bytes]:
-    """Lowercase tokens of every ``Connection`` header."""
-    tokens: frozenset[bytes] = _NONE
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens = tokens.union(t.strip().lower() for t in value.split(b",") if t.strip())
-    return tokens
+def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
+    """Lowercase tokens of ``Connection`` header ``values`` (the callers already pick those
+    fields out while they read the head)."""
+    return frozenset(token.strip().lower() for value in values for token in value.split(b",")
+                     if token.strip())
 
 
 def wants_upgrade(head: RequestHead) -> bytes | None:

@@ -77,8 +77,7 @@ class UpstreamPool:
     def __init__(self, reactor: Any, limits: ProxyLimits) -> None:
         self._reactor: IReactorTCP = reactor
         self._clock: IReactorTime = reactor
-        self._limits = limits
-        self.max_response_head = limits.max_response_header_bytes  # read by each connection
+        self.limits = limits
         self._keys: dict[tuple[Any, ...], _Key] = {}
         self._forwards: dict[tuple[Any, ...], Forward] = {}
         self._creators: dict[tuple[Any, ...], Any] = {}
@@ -111,7 +110,7 @@ class UpstreamPool:
             if not conn._closed:
                 conn.reused = True
                 return succeed(conn)
-        if slot.count >= self._limits.max_per_upstream:
+        if slot.count >= self.limits.max_per_upstream:
             waiter: Deferred[UpstreamConnection] = Deferred()
             slot.waiters.append(waiter)
             return waiter
@@ -139,7 +138,7 @@ class UpstreamPool:
 
         connected.addCallbacks(made, failed)
         self._reactor.connectTCP(forward.host, forward.port, wrapped,
-                                 timeout=self._limits.connect_timeout)
+                                 timeout=self.limits.connect_timeout)
         return outer
 
     def _creator(self, forward: Forward) -> Any:
@@ -164,11 +163,11 @@ class UpstreamPool:
             conn.reused = True
             slot.waiters.popleft().callback(conn)
             return
-        if len(slot.idle) >= self._limits.max_idle_per_upstream:
+        if len(slot.idle) >= self.limits.max_idle_per_upstream:
             conn.close()
             return
         slot.idle.append(conn)
-        conn.idle(self._limits.upstream_idle_timeout, self._clock)
+        conn.idle(self.limits.upstream_idle_timeout, self._clock)
 
     def lost(self, conn: UpstreamConnection) -> None:
         slot = self._keys.get(conn.key)
@@ -181,7 +180,7 @@ class UpstreamPool:
 
     def _wake(self, key: tuple[Any, ...]) -> None:
         slot = self._keys[key]
-        while slot.waiters and slot.count < self._limits.max_per_upstream:
+        while slot.waiters and slot.count < self.limits.max_per_upstream:
             waiter = slot.waiters.popleft()
             self.connect(self._forwards[key]).chainDeferred(waiter)
 

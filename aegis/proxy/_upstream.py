@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 log = Logger()
 _FRAMING = HOP_BY_HOP | {b"content-length"}
 _STANDARD_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
-_NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 def no_delay(transport: Any) -> None:
@@ -145,9 +144,10 @@ class UpstreamConnection(TxProtocol):
         self._done_in_feed = False
         if not self._final:  # still in the head (or between interim heads)
             self._head_bytes += len(data)
-            if self._head_bytes > self.pool.max_response_head:
+            limit = self.pool.limits.max_response_header_bytes
+            if self._head_bytes > limit:
                 log.warn("upstream response head longer than {limit} bytes: answered 502",
-                         limit=self.pool.max_response_head)
+                         limit=limit)
                 self._fail(malformed=True)
                 return
         try:
@@ -223,7 +223,7 @@ class UpstreamConnection(TxProtocol):
         self._status = status
         raw, self._headers = self._headers, []
         headers: Headers = []
-        connection: Headers = []
+        connection: list[bytes] = []
         length: int | None = None
         chunked = False
         for name, value in raw:
@@ -235,8 +235,8 @@ class UpstreamConnection(TxProtocol):
             elif lowered == b"transfer-encoding":
                 chunked = True
             elif lowered == b"connection":
-                connection.append((lowered, value))
-        named = connection_tokens(connection) if connection else _NO_TOKENS
+                connection.append(value)
+        named = connection_tokens(connection)
         if named - _STANDARD_TOKENS:
             headers = [(k, v) for k, v in headers if k.lower() not in named]
         if status == 101:

@@ -42,7 +42,6 @@ The per-connection objects are created by an :class:`TLSAcceptor`: the SNI layer
 
 from __future__ import annotations
 
-import _socket
 import socket
 import struct
 from collections.abc import Callable, Iterable
@@ -56,7 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aegis.reactor import AegisReactor, ImmediateWriteMixin, TrackedServerMixin
+from aegis.reactor import ImmediateWriteMixin, TrackedServerMixin
 from aegis.tls.acceptor import TLSAcceptor, context_acceptor, server_connection
 from aegis.tls.socket_tls import SocketTLS
 
@@ -75,9 +74,6 @@ _READ_SIZE = 16 * 1024 + 256  # one TLS record's plaintext: SSL_read returns one
 # record is copied out to ``bytes`` before the next read.
 _read_buffer = _ffi.new("char[]", _READ_SIZE)
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-# The C socket's close: socket.socket.close adds two Python calls for makefile() bookkeeping
-# these sockets never use.
-_close_socket = _socket.socket.close
 
 
 @implementer(ISSLTransport)
@@ -136,15 +132,8 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
     def start_handshake(self) -> None:
         """Called by the port right after ``makeConnection``: the ClientHello is usually
         already waiting (a client sends it as soon as it is connected), so handshaking now
-        saves a trip round the event loop; if not, this costs one ``EAGAIN`` read. (What
-        :meth:`_outside_poller` does, written out: this runs for every connection.)"""
-        try:
-            why = self._handshake()
-        except BaseException:
-            log.failure("TLS handshake failed")
-            why = main.CONNECTION_LOST
-        if why is not None:
-            self._loop._disconnectSelectable(self, why, True)
+        saves a trip round the event loop; if not, this costs one ``EAGAIN`` read."""
+        self._outside_poller(self._handshake, "TLS handshake failed")
 
     def _outside_poller(self, step: Callable[[], Any], failed: str) -> None:
         """Run a read step the poller did not dispatch, handling its result as the poller's
@@ -252,8 +241,7 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
         _lib.ERR_clear_error()
         if code == _ZERO_RETURN:  # the peer's close_notify: answer it, as TLS asks
             if len(self.dataBuffer) == self.offset and not self._tempDataLen:
-                _lib.SSL_shutdown(self._ssl)  # as _send_close_notify (handshake is over)
-                _lib.ERR_clear_error()
+                self._send_close_notify()
             return main.CONNECTION_DONE
         return main.CONNECTION_LOST  # EOF without close_notify, reset, or a TLS error
 
@@ -384,12 +372,8 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
         if self.producer is not None:
             self.producer.stopProducing()
             self.producer = None
-        reactor = self.reactor
-        if reactor.__class__ is AegisReactor:
-            reactor.forget(self)
-        else:
-            reactor.removeReader(self)
-            reactor.removeWriter(self)
+        self.reactor.removeReader(self)
+        self.reactor.removeWriter(self)
         skt = self.socket
         aborted = reason.type is not None and issubclass(reason.type, error.ConnectionAborted)
         try:
@@ -401,7 +385,7 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
         except OSError:
             pass
         try:  # noqa: SIM105 (contextlib.suppress: two more calls per connection)
-            _close_socket(skt)
+            skt.close()
         except OSError:
             pass
         protocol = self.protocol

@@ -73,10 +73,9 @@ class DirectTLSPort(TrackingPort):
                                   observer=cast(ILogObserver, self._accept_events.append))
 
     def _flush_accept_log(self) -> None:
-        if self._accept_events:
-            events, self._accept_events[:] = list(self._accept_events), []
-            for event in events:
-                self._logger.observer(event)
+        events = self._accept_events
+        while events:
+            self._logger.observer(events.pop(0))
 
     def doRead(self) -> None:
         """Accept what is waiting (see the module's docstring for what differs from

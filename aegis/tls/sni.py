@@ -55,7 +55,6 @@ from functools import lru_cache
 from typing import Any
 
 from OpenSSL import SSL
-from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
@@ -71,7 +70,7 @@ from aegis.names import for_log, normalise_sni
 from aegis.tls.policy import INTERMEDIATE, TLSPolicy, certificate_context, policy_context
 from aegis.tls.policy import version_number as _version_number
 from aegis.tls.selection import Selection, SelectionSource, SelectionTable
-from aegis.tls.socket_tls import HandshakeRegistry, SocketTLS, install_servername
+from aegis.tls.socket_tls import HandshakeRegistry, SocketTLS, install_servername, server_name
 from aegis.tls.transport import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     TimedTLSFactory,
@@ -81,8 +80,6 @@ from aegis.tls.transport import (
 log = Logger()
 
 _VERSION_NAMES = {SSL.TLS1_2_VERSION: "1.2", SSL.TLS1_3_VERSION: "1.3"}
-_NULL = _ffi.NULL
-_HOST_NAME = _lib.TLSEXT_NAMETYPE_host_name
 
 
 _FORBIDDEN_SNI = re.compile(rb"[\x00-\x20\x7f-\xff]")
@@ -204,16 +201,8 @@ class SNIConnectionCreator:
         return 0
 
     def _choose(self, ssl: Any, connection: SocketTLS | SSL.Connection, target: Any) -> None:
-        # Runs once per handshake: the memo check of _current_memo and server_name are
-        # written out here (the same code), a call each saved.
-        name = _lib.SSL_get_servername(ssl, _HOST_NAME)
-        raw = None if name == _NULL else _ffi.string(name)
-        memo = self._memo
-        table = self._source.current()
-        if (memo is None or memo.table is not table
-                or memo.second != int(self._clock.seconds())
-                or memo.generation is not table.generation()):
-            memo = self._current_memo()
+        raw = server_name(ssl)
+        memo = self._current_memo()
         choice = memo.choices.get(raw)
         if choice is None:
             if raw is not None and _forbidden_sni(raw):
@@ -234,11 +223,7 @@ class SNIConnectionCreator:
                 negotiated=_VERSION_NAMES.get(version, hex(version)),
             )
             return
-        if connection.__class__ is SocketTLS:  # the usual case, written out
-            _lib.SSL_set_SSL_CTX(ssl, choice.context._context)
-            connection._context = choice.context
-        else:
-            connection.set_context(choice.context)
+        connection.set_context(choice.context)
         target.tls_info = choice.info
 
     def _current_memo(self) -> _Memo:

@@ -101,9 +101,6 @@ class HandshakeRegistry:
         # Public for the hot path: the SNI callback looks up ``by_ssl.get`` directly.
         self.by_ssl: dict[Any, SocketTLS] = {}
 
-    def find(self, ssl: Any) -> SocketTLS | None:
-        return self.by_ssl.get(ssl)
-
     def add(self, connection: SocketTLS) -> None:
         self.by_ssl[connection.ssl] = connection
 
@@ -144,7 +141,7 @@ class SocketTLS:
         garbage collection (measured: the delayed frees cost the allocator several per
         cent of a handshake)."""
         if self._registry is not None:
-            self._registry.by_ssl.pop(self.ssl, None)  # remove(), written out
+            self._registry.remove(self)
             self._registry = None
         self.transport = None
 
