@@ -7,7 +7,7 @@ into memory and builds the service tree; nothing here waits on the network.
 How a change travels (see docs/architecture.md): an admin write commits to the store, then
 calls ``ProxyState.reload``, which reloads the certificate registry, re-issues the proxy
 fallback if the host names changed, and swaps the SNI selection table and the router's host
-table; the ACME manager gets the new host policy at the same moment.
+table; the lifecycle engine re-reads what is demanded at the same moment.
 """
 
 from __future__ import annotations
@@ -17,13 +17,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.logger import Logger
 
 from aegis.admin import AdminCertificateCreator, AdminContext, build_admin_service
 from aegis.bootstrap import LocalStartup, Storage
+from aegis.certs.lifecycle import (
+    ChallengeResponders,
+    IssuerContext,
+    LifecycleEngine,
+    build_issuers,
+)
 from aegis.certs.registry import CertificateRegistry
 from aegis.certs.service import CertificateService
 from aegis.certs.trust import load_trust_roots
 from aegis.config import Settings
+from aegis.events import EventPublisher
 from aegis.hosts.router import HostRouter
 from aegis.hosts.state import ProxyState, host_names
 from aegis.listeners import GracefulListener, listen_endpoint
@@ -31,7 +39,6 @@ from aegis.localca import LocalAuthority, LocalCAMaintenance, ProxyFallbackReiss
 from aegis.proxy import ProxyEngine, proxy_factory
 from aegis.proxy.routing import ProxyLimits
 from aegis.service import AegisService, OnStop
-from aegis.sources.acme import build_acme
 from aegis.sources.cloudflare import CloudflareService, build_cloudflare
 from aegis.store._runner import StoreThread
 from aegis.store.records import HostRecord
@@ -39,12 +46,7 @@ from aegis.threads import reactor_pool_runner
 from aegis.tls.endpoint import https_endpoint
 from aegis.tls.selection import SelectionState
 
-
-def _letsencrypt_names(hosts: Sequence[HostRecord]) -> list[str]:
-    """The ACME host policy: only names of ``letsencrypt`` hosts, never wildcards."""
-    return [name for host in hosts if host.ssl_mode == "letsencrypt"
-            for name in host.names if not name.startswith("*.")]
-
+log = Logger()
 
 def _child(root: AegisService, name: str, service: Service) -> None:
     service.setName(name)
@@ -72,25 +74,31 @@ def build_tree(
     registry.load_blocking()
     hosts = store.transact_blocking(lambda txn: txn.list_hosts())
 
-    # The ACME manager reloads through ProxyState, which exists only below: late binding.
+    # Every source's issuer, built from one context (aegis.certs.lifecycle.issuers); the
+    # engine reloads through ProxyState, which exists only below: late binding.
+    publisher = EventPublisher(reactor)
+    sources_context = IssuerContext(reactor=reactor, clock=reactor, store=store,
+                                    wrapper=wrapper, settings=settings, events=publisher)
+    issuers = build_issuers(sources_context)
     proxy_holder: list[ProxyState] = []
-    acme = build_acme(
-        reactor, store, wrapper, settings.acme_directory,
-        reload=lambda: proxy_holder[0].reload(), contact_email=settings.acme_email,
-        ca_bundle=settings.acme_ca_bundle,
-        key_kind="rsa-2048" if settings.acme_key_type == "rsa-2048" else "ecdsa-p256",
+    lifecycle = LifecycleEngine(
+        reactor, store, wrapper, issuers, reload=lambda: proxy_holder[0].reload(),
+        publisher=publisher, preload=sources_context.preloads,
     )
-    selection = SelectionState(registry, local.authority.proxy, acme.manager, hosts)
+    selection = SelectionState(registry, local.authority.proxy, lifecycle, hosts)
 
     def https_port() -> int | None:
         if settings.public_https_port is not None:
             return settings.public_https_port  # what clients dial, e.g. behind -p 443:8443
         return https.port_number()
 
-    router = HostRouter(selection, https_port, acme.responder, now)
+    router = HostRouter(selection, https_port, ChallengeResponders(sources_context.responders),
+                        now)
 
     def hosts_changed(current: Sequence[HostRecord]) -> None:
-        acme.manager.set_allowed_names(_letsencrypt_names(current))
+        if lifecycle.running:  # at start-up the engine reads the demand itself
+            lifecycle.refresh().addErrback(
+                lambda failure: log.failure("lifecycle refresh failed", failure))
 
     proxy = ProxyState(
         store, registry, selection, router,
@@ -125,7 +133,9 @@ def build_tree(
                                   on_stored=lambda _record: proxy.reload())
     # Stops after both listeners drained (children stop in reverse order).
     _child(root, "upstream-pool", OnStop(engine.pool.close))
-    _child(root, "acme", acme.manager)
+    _child(root, "lifecycle", lifecycle)
+    for name, service in sources_context.services:
+        _child(root, name, service)  # type: ignore[arg-type]
     _child(root, "cloudflare", CloudflareService(cloudflare))
     _child(root, "http", http)
     _child(root, "https", https)
@@ -138,7 +148,7 @@ def build_tree(
     context = AdminContext(
         store=store, wrapper=wrapper, local_ca=local.authority, clock=reactor,
         certificates=certificates, cloudflare=cloudflare, selection=selection, proxy=proxy,
-        acme=acme.manager,
+        lifecycle=lifecycle, events=publisher,
     )
     _child(root, "admin", build_admin_service(
         settings.admin_listen, context, local.verifier, reactor, settings.shutdown_timeout,

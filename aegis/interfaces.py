@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -140,17 +141,31 @@ class IStore(Interface):
 
 
 class ICertificateIssuer(Interface):
-    """Turns a certificate signing request into a signed chain.
+    """Turns a certificate signing request into a signed chain, for the lifecycle engine.
 
     ``issue`` may take seconds to minutes (ACME validation). It must check nothing about our
-    host policy: the caller has done that. It fails with a descriptive exception (never one
-    carrying secrets) and must be safe to call again after failure.
+    host policy: the caller (:mod:`aegis.certs.lifecycle`) has done that. It fails with a
+    descriptive exception (never one carrying secrets) and must be safe to call again after
+    failure; a failure that is the CA asking us to wait carries ``retry_at`` (epoch seconds).
+    Cancelling the Deferred stops the attempt (shutdown, or the names are no longer wanted).
     """
 
-    source = Attribute("The certificate object's ``source`` value, e.g. 'letsencrypt'.")
+    source = Attribute("The registered source whose certificates this issues, e.g. ACME's.")
+    identity = Attribute(
+        "Who issues: the CA and account, as a stable string (e.g. 'acme <directory URL>'). "
+        "Each certificate records it; when it changes, certificates made by another "
+        "identity are renewed at once.")
+    key_kind = Attribute("The key type to generate for its certificates ('ecdsa-p256', ...).")
 
     def issue(csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
         """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes."""
+
+    def abandon(names: Sequence[str]) -> Deferred[None]:
+        """Forget any order in flight for ``names`` (their host went away). Idempotent."""
+
+    def renewal_window(not_before: datetime, not_after: datetime) -> Any:
+        """A CA-suggested renewal window ``(start, end)`` for a certificate it issued, or
+        None to use the lifetime rule (a third of the lifetime left; half under 10 days)."""
 
 
 class IOnDemandIssuance(Interface):

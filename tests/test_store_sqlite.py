@@ -129,6 +129,8 @@ _WRITER = textwrap.dedent(
     from aegis.store.sqlite import SQLiteStore
     from tests.helpers import certificate_fields, host_fields
 
+    from aegis.certs import sources
+    sources.load_sources()  # the store checks sources against the registry: import it first
     store = SQLiteStore.open(Path(sys.argv[1]), immediate_runner)
     print("ready", flush=True)
     n = 0

@@ -17,6 +17,7 @@ from twisted.web.iweb import IRequest
 from aegis.admin._errors import ApiError
 from aegis.admin._json import Field, ObjectSchema
 from aegis.admin._routing import AdminContext, JsonResponse, RouteTable
+from aegis.certs import sources
 from aegis.certs.errors import CertificateError
 from aegis.certs.pem import MAX_PEM_CHARS
 from aegis.certs.service import CertificateInUse, CertificateService
@@ -68,7 +69,7 @@ CERTIFICATE_SCHEMA: dict[str, Any] = {
     "properties": {
         "id": {"type": "integer"},
         "domains": {"type": "array", "items": {"type": "string"}},
-        "source": {"type": "string", "enum": ["custom", "cloudflare_origin", "letsencrypt"]},
+        "source": {"type": "string", "enum": list(sources.names())},
         "issuer": {"type": "string"},
         "expires_at": _TIME,
         "auto_renew": {"type": "boolean"},

@@ -3,8 +3,9 @@ Certificates to Hosts").
 
 Every write is one store transaction (an inline certificate and the host bound to it are
 stored together or not at all), followed by a proxy reload: the next handshake and request
-see the change, open connections are untouched. A ``letsencrypt`` host asks the ACME
-manager for its certificates as soon as it is saved, so the first visitor already gets one.
+see the change, open connections are untouched. A host in an automatic ``ssl_mode`` asks the
+lifecycle engine for its certificates as soon as it is saved, so the first visitor already
+gets one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
 from aegis.admin._errors import invalid
+from aegis.admin._lifecycle import issuance_for_name
 from aegis.admin._routing import AdminContext, JsonResponse, RouteTable
+from aegis.certs import sources
 from aegis.certs.errors import CertificateError
 from aegis.certs.validate import ValidatedCertificate, validate_upload
 from aegis.hosts.validate import HOST_SCHEMA, HostRequest, host_request
@@ -47,8 +50,8 @@ def host_object(ctx: AdminContext, host: HostRecord) -> dict[str, Any]:
         "hsts_preload": host.hsts_preload, "tls_min_version": host.tls_min_version,
         "created_at": to_text(host.created_at), "updated_at": to_text(host.updated_at),
     }
-    if host.ssl_mode == "letsencrypt" and ctx.acme is not None:
-        document["acme"] = [_issuance(ctx, name) for name in host.names]
+    if ctx.lifecycle is not None and sources.for_mode(host.ssl_mode) is not None:
+        document["issuance"] = [issuance_for_name(ctx.lifecycle, name) for name in host.names]
     if ctx.selection is not None:
         chosen = ctx.selection.current().select(host.domain, _now(ctx))
         document["serving_certificate"] = {
@@ -56,24 +59,6 @@ def host_object(ctx: AdminContext, host: HostRecord) -> dict[str, Any]:
             "source": chosen.certificate.source,
         }
     return document
-
-
-def _stamp(moment: datetime | None) -> str | None:
-    return None if moment is None else to_text(moment)
-
-
-def _issuance(ctx: AdminContext, name: str) -> dict[str, Any]:
-    """Where automatic issuance stands for ``name`` (memory only: the manager's view)."""
-    assert ctx.acme is not None
-    state = ctx.acme.state(name)
-    if state is None:
-        return {"name": name, "status": "pending", "last_attempt_at": None,
-                "last_error": None, "next_attempt_at": None, "renews_at": None,
-                "certificate_id": None}
-    return {"name": name, "status": state.status, "certificate_id": state.certificate_id,
-            "last_attempt_at": _stamp(state.last_attempt_at), "last_error": state.last_error,
-            "next_attempt_at": _stamp(state.next_attempt_at),
-            "renews_at": _stamp(state.renews_at)}
 
 
 def _uncovered(certificate: CertificateRecord, host: HostFields) -> list[str]:
@@ -130,8 +115,8 @@ async def _save(ctx: AdminContext, request: HostRequest, host_id: int | None) ->
 
 
 async def _published(ctx: AdminContext) -> None:
-    """Make the change visible. The reload also hands the ACME manager the new host policy,
-    which orders what a ``letsencrypt`` host is missing right away."""
+    """Make the change visible. The reload also has the lifecycle engine re-read the demand,
+    which orders what an automatic host is missing right away."""
     if ctx.proxy is not None:
         await ctx.proxy.reload()
 

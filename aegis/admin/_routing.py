@@ -36,9 +36,10 @@ from aegis.interfaces import IStore
 from aegis.localca import LocalAuthority
 
 if TYPE_CHECKING:
+    from aegis.certs.lifecycle import LifecycleEngine
     from aegis.certs.service import CertificateService
+    from aegis.events import EventPublisher
     from aegis.hosts.state import ProxyState
-    from aegis.sources.acme.manager import IssuanceManager
     from aegis.sources.cloudflare.service import CloudflareServices
     from aegis.tls.selection import SelectionState
 
@@ -58,7 +59,8 @@ class AdminContext:
     cloudflare: CloudflareServices | None = None
     selection: SelectionState | None = None
     proxy: ProxyState | None = None
-    acme: IssuanceManager | None = None
+    lifecycle: LifecycleEngine | None = None
+    events: EventPublisher | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from cryptography import x509
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from aegis.certs import sources
 from aegis.certs.errors import NAMES_CHANGED, NOT_REPLACEABLE, CertificateError
 from aegis.certs.registry import CertificateRegistry
 from aegis.certs.validate import ValidatedCertificate, validate_upload
@@ -28,8 +29,6 @@ from aegis.crypto.keywrap import KeyWrapper
 from aegis.interfaces import IStore, IStoreTransaction
 from aegis.store._runner import Runner, immediate_runner
 from aegis.store.records import CertificateRecord, HostRecord
-
-REPLACEABLE_SOURCES = ("custom",)
 
 
 class CertificateInUse(Exception):
@@ -123,7 +122,7 @@ class CertificateService:
     ) -> dict[str, Any]:
         """Validate and store a custom certificate; the new certificate object."""
         validated = await self._validate(cert_pem, key_pem, domains, key_passphrase)
-        fields = validated.to_fields(self._wrapper, source="custom")
+        fields = validated.to_fields(self._wrapper, source=sources.upload_source().name)
         record = await self._store.transact(lambda txn: txn.add_certificate(fields))
         await self._reload()
         return self._view(record, ())
@@ -190,11 +189,16 @@ class CertificateService:
 
 
 def _check_replaceable(old: CertificateRecord, new: ValidatedCertificate) -> None:
-    if old.source not in REPLACEABLE_SOURCES:
+    spec = sources.get(old.source)
+    if not spec.replaceable:
+        takes = ", ".join(s.name for s in sources.all_sources() if s.replaceable)
+        how = spec.renewal_note or "renewed by its source"
+        if old.auto_renew and spec.issuer is not None:
+            how = "renewed by Aegis automatically"
         raise CertificateError(
             NOT_REPLACEABLE,
-            f"certificate {old.id} comes from {old.source} and is renewed by Aegis; only "
-            "custom certificates are replaced by upload",
+            f"certificate {old.id} comes from {spec.label} ({old.source}) and is {how}; "
+            f"only {takes} certificates are replaced by upload",
             None,
             status=409,
         )

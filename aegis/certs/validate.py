@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 
 from aegis import names
+from aegis.certs import sources
 from aegis.certs.chain import order_chain
 from aegis.certs.errors import (
     DOMAINS_NOT_COVERED,
@@ -70,7 +71,7 @@ class ValidatedCertificate:
         self,
         wrapper: KeyWrapper,
         *,
-        source: str = "custom",
+        source: str | None = None,
         uid: str | None = None,
         auto_renew: bool = False,
         source_ref: str | None = None,
@@ -79,12 +80,13 @@ class ValidatedCertificate:
         """Store fields with the key sealed under this record's own context.
 
         A fresh ``uid`` (uuid4 hex) per call unless given: a replacement gets a new one, so
-        an old ciphertext can never be mistaken for the new record's key.
+        an old ciphertext can never be mistaken for the new record's key. ``source``
+        defaults to the registered upload source.
         """
         uid = uid or uuid.uuid4().hex
         return CertificateFields(
             uid=uid,
-            source=source,
+            source=source or sources.upload_source().name,
             domains=self.names,
             chain_pem=self.chain_pem,
             key_sealed=wrapper.seal(private_key_pem(self.key), certificate_key_context(uid)),

@@ -22,9 +22,11 @@ from typing import Any
 
 from aegis.admin._errors import ApiError, invalid
 from aegis.admin._json import Field, ObjectSchema
+from aegis.certs import sources
+from aegis.certs.sources import MODE_BOUND
 from aegis.hosts.upstream import InvalidUpstream, parse_upstream
 from aegis.names import InvalidHostname, is_wildcard, normalise
-from aegis.store.records import SSL_MODES, TLS_VERSIONS, HostFields
+from aegis.store.records import TLS_VERSIONS, HostFields
 
 MAX_ALIASES = 100
 PRELOAD_MIN_AGE = 31536000
@@ -38,7 +40,9 @@ HOST_SCHEMA = ObjectSchema({
                       description="Where requests go: http(s)://host[:port]."),
     "upstream_tls_verify": Field("boolean", description="Verify an https upstream's "
                                  "certificate against the system trust store (default true)."),
-    "ssl_mode": Field("string", enum=SSL_MODES, description="none, letsencrypt or custom."),
+    "ssl_mode": Field("string", enum=sources.ssl_modes(),
+                      description=", ".join(sources.ssl_modes()[:-1]) + " or "
+                      + sources.ssl_modes()[-1] + "."),
     "ssl_cert_id": Field("integer", nullable=True,
                          description="A stored certificate to serve (ssl_mode custom)."),
     "ssl_cert_pem": Field("string", max_length=256 * 1024,
@@ -122,7 +126,7 @@ def host_request(body: Mapping[str, Any], current: HostFields | None = None) -> 
             raise invalid("tls_min_version", "tls_min_version must be 1.2 or 1.3",
                           "invalid_choice")
         values["tls_min_version"] = version
-    if current is not None and "ssl_mode" in body and body["ssl_mode"] != "custom" and (
+    if current is not None and "ssl_mode" in body and body["ssl_mode"] != MODE_BOUND and (
         "ssl_cert_id" not in body
     ):
         values["ssl_cert_id"] = None  # switching away from custom frees the binding
@@ -155,9 +159,9 @@ def _check_names(host: HostFields) -> None:
 
 
 def _check_ssl(host: HostFields, inline: InlineCertificate | None) -> None:
-    if host.ssl_mode == "custom":
+    if host.ssl_mode == MODE_BOUND:
         if host.ssl_cert_id is None and inline is None:
-            raise _unprocessable("ssl_cert_id", "ssl_mode custom needs ssl_cert_id or "
+            raise _unprocessable("ssl_cert_id", f"ssl_mode {MODE_BOUND} needs ssl_cert_id or "
                                  "ssl_cert_pem and ssl_key_pem")
         if host.ssl_cert_id is not None and inline is not None:
             raise _unprocessable("ssl_cert_pem", "give ssl_cert_id or an inline certificate, "
@@ -165,15 +169,16 @@ def _check_ssl(host: HostFields, inline: InlineCertificate | None) -> None:
         return
     if host.ssl_cert_id is not None or inline is not None:
         field_name = "ssl_cert_id" if host.ssl_cert_id is not None else "ssl_cert_pem"
-        raise _unprocessable(field_name, f"a certificate is only used with ssl_mode custom "
-                             f"(this host has ssl_mode {host.ssl_mode})")
-    if host.ssl_mode == "letsencrypt":
+        raise _unprocessable(field_name, f"a certificate is only used with ssl_mode "
+                             f"{MODE_BOUND} (this host has ssl_mode {host.ssl_mode})")
+    automatic = sources.for_mode(host.ssl_mode)
+    if automatic is not None and not automatic.wildcards:
         for index, name in enumerate(host.names):
             if is_wildcard(name):
                 field_name = "domain" if index == 0 else f"aliases[{index - 1}]"
-                raise _unprocessable(field_name, "Let's Encrypt cannot issue wildcard names "
-                                     "through the HTTP-01 challenge; upload a wildcard "
-                                     "certificate and use ssl_mode custom")
+                raise _unprocessable(field_name, f"{automatic.label} cannot issue wildcard "
+                                     "names through the HTTP-01 challenge; upload a wildcard "
+                                     f"certificate and use ssl_mode {MODE_BOUND}")
 
 
 def _check_hsts(host: HostFields) -> None:

@@ -1,2 +1,12 @@
-"""Certificate sources: one package per source (``acme``, ``cloudflare``), each behind
-:class:`aegis.interfaces.ICertificateIssuer` so the registry and TLS layer never learn which."""
+"""Certificate sources: one module or package per source, each registering a
+:class:`aegis.certs.sources.SourceSpec` when imported.
+
+:data:`SOURCE_MODULES` is the one list of them: a new source is a new module here plus one
+line in this tuple (see docs/lifecycle.md, "Adding a source").
+"""
+
+SOURCE_MODULES: tuple[str, ...] = (
+    "aegis.sources.custom",
+    "aegis.sources.cloudflare",
+    "aegis.sources.acme",
+)

@@ -96,6 +96,9 @@ def _issuance_from_row(row: sqlite3.Row) -> IssuanceState:
         last_error=row["last_error"], next_attempt_at=_moment_or_none(row["next_attempt_at"]),
         renews_at=_moment_or_none(row["renews_at"]), order_url=row["order_url"],
         pending_key_sealed=None if sealed is None else bytes(sealed),
+        source=row["source"], names=tuple(json.loads(row["names"])), issuer=row["issuer"],
+        recent_failures=tuple(from_text(text) for text in json.loads(row["recent_failures"])),
+        retired_at=_moment_or_none(row["retired_at"]),
     )
 
 
@@ -264,12 +267,16 @@ class SQLiteTransaction:
         self._db.execute(
             "INSERT OR REPLACE INTO issuance_state (name, status, certificate_id, failures, "
             "last_attempt_at, last_error, next_attempt_at, renews_at, order_url, "
-            "pending_key_sealed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "pending_key_sealed, updated_at, source, names, issuer, recent_failures, "
+            "retired_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 state.name, state.status, state.certificate_id, state.failures,
                 _text_or_none(state.last_attempt_at), state.last_error,
                 _text_or_none(state.next_attempt_at), _text_or_none(state.renews_at),
-                state.order_url, state.pending_key_sealed, self._stamp(),
+                state.order_url, state.pending_key_sealed, self._stamp(), state.source,
+                json.dumps(list(state.names)), state.issuer,
+                json.dumps([to_text(moment) for moment in state.recent_failures]),
+                _text_or_none(state.retired_at),
             ),
         )
 

@@ -162,6 +162,8 @@ class MemoryTransaction:
             last_attempt_at=_maybe_second(state.last_attempt_at),
             next_attempt_at=_maybe_second(state.next_attempt_at),
             renews_at=_maybe_second(state.renews_at),
+            retired_at=_maybe_second(state.retired_at),
+            recent_failures=tuple(_second(moment) for moment in state.recent_failures),
         )
 
     def list_issuance_states(self) -> list[IssuanceState]:

@@ -7,7 +7,59 @@ schema, never half of one. Never edit a released migration: append a new one.
 
 from __future__ import annotations
 
-MIGRATIONS: tuple[str, ...] = (
+import sqlite3
+from collections.abc import Callable
+
+Migration = str | Callable[[sqlite3.Connection], None]
+
+# The CHECK constraints migration 4 removes: which values are valid is the source
+# registry's business (aegis.certs.sources), so a new source needs no schema change.
+_REMOVED_CHECKS = (
+    ("certificates", "CHECK (source IN ('custom', 'cloudflare_origin', 'letsencrypt'))"),
+    ("hosts", "CHECK (ssl_mode IN ('none', 'letsencrypt', 'custom'))"),
+    ("issuance_state", "CHECK (status IN ('pending', 'obtaining', 'valid', 'failed'))"),
+)
+
+
+def _lifecycle(db: sqlite3.Connection) -> None:
+    """4: the lifecycle engine's columns, and no value lists in CHECK constraints.
+
+    SQLite cannot drop a constraint with ALTER TABLE; its documented way for removing CHECK
+    constraints (which does not touch stored rows) is to edit the table's SQL in
+    ``sqlite_schema`` under ``writable_schema`` and bump ``schema_version``, inside this
+    migration's transaction. ``integrity_check`` then proves the schema still parses.
+    """
+    version = int(db.execute("PRAGMA schema_version").fetchone()[0])
+    db.execute("PRAGMA writable_schema = ON")
+    try:
+        for table, check in _REMOVED_CHECKS:
+            (sql,) = db.execute(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            if check not in sql:
+                raise RuntimeError(f"migration 4: {table} lacks its expected CHECK")
+            db.execute(
+                "UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?",
+                (sql.replace(check, ""), table),
+            )
+        db.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        db.execute("PRAGMA writable_schema = OFF")
+    (ok,) = db.execute("PRAGMA integrity_check").fetchone()
+    if ok != "ok":
+        raise RuntimeError(f"migration 4: integrity_check says {ok}")
+    for statement in (
+        "ALTER TABLE issuance_state ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE issuance_state ADD COLUMN names TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE issuance_state ADD COLUMN issuer TEXT",
+        "ALTER TABLE issuance_state ADD COLUMN recent_failures TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE issuance_state ADD COLUMN retired_at TEXT",
+        "UPDATE issuance_state SET status = 'wanted' WHERE status = 'pending'",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: settings, certificates, proxy hosts and the names hosts claim.
     """
     CREATE TABLE settings (
@@ -88,6 +140,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE hosts ADD COLUMN upstream_tls_verify INTEGER NOT NULL DEFAULT 1;
     """,
+    _lifecycle,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

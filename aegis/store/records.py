@@ -13,8 +13,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-CERTIFICATE_SOURCES = ("custom", "cloudflare_origin", "letsencrypt")
-SSL_MODES = ("none", "letsencrypt", "custom")
+from aegis.certs import sources
+
 TLS_VERSIONS = ("1.2", "1.3")
 
 
@@ -50,7 +50,7 @@ class CertificateFields:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.source not in CERTIFICATE_SOURCES:
+        if not sources.known(self.source):
             raise ValueError(f"unknown certificate source {self.source!r}")
         object.__setattr__(self, "domains", tuple(self.domains))
         object.__setattr__(self, "extra", _frozen(self.extra))
@@ -88,7 +88,7 @@ class HostFields:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.ssl_mode not in SSL_MODES:
+        if self.ssl_mode not in sources.ssl_modes():
             raise ValueError(f"unknown ssl_mode {self.ssl_mode!r}")
         if self.tls_min_version not in TLS_VERSIONS:
             raise ValueError(f"unknown tls_min_version {self.tls_min_version!r}")
@@ -111,23 +111,33 @@ class HostRecord(HostFields):
         return HostFields(**{name: getattr(self, name) for name in HostFields.__dataclass_fields__})
 
 
-ISSUANCE_STATUSES = ("pending", "obtaining", "valid", "failed")
+ISSUANCE_STATUSES = ("wanted", "obtaining", "valid", "renewing", "failed", "retired")
 
 
 @dataclass(frozen=True, kw_only=True)
 class IssuanceState:
-    """Where automatic (ACME) issuance stands for one hostname; what the API shows.
+    """Where the lifecycle of one automatically managed name set stands; what the API shows.
 
-    ``status``: ``pending`` (wanted, not tried yet), ``obtaining`` (an order is running),
-    ``valid`` (``certificate_id`` holds a current certificate), ``failed`` (the last attempt
-    failed; ``next_attempt_at`` says when the next one is allowed; a certificate obtained
-    earlier keeps serving). ``failures`` counts consecutive failures (the backoff step).
-    ``order_url`` and ``pending_key_sealed`` describe an order in flight so a restart resumes
-    it instead of ordering again; the key is sealed like every private key (never shown).
+    ``name`` is the set's key: the hostname for one-name certificates (ACME), or
+    ``certificate:<uid>`` for a stored certificate renewed in place (Cloudflare Origin with
+    automatic renewal). ``names`` are the names ordered (empty means ``(name,)``),
+    ``source`` the registered source managing it, ``issuer`` the identity of the issuer (CA
+    and account) that made ``certificate_id``.
+
+    ``status`` (see docs/lifecycle.md for the drawing): ``wanted`` (no attempt yet),
+    ``obtaining`` (an attempt runs, no certificate yet), ``valid`` (``certificate_id`` is
+    current), ``renewing`` (an attempt runs while the old certificate keeps serving),
+    ``failed`` (the last attempt failed; ``next_attempt_at`` says when the next one may
+    start), ``retired`` (no host wants it any more: not renewed, kept for the record).
+    ``failures`` counts consecutive failures (the backoff step); ``recent_failures`` the
+    failure times within the CA's failed-validation window. ``last_attempt_at`` is when the
+    current or last attempt started. ``order_url`` and ``pending_key_sealed`` describe an
+    order in flight so a restart resumes it instead of ordering again; the key is sealed
+    like every private key (never shown).
     """
 
     name: str
-    status: str = "pending"
+    status: str = "wanted"
     certificate_id: int | None = None
     failures: int = 0
     last_attempt_at: datetime | None = None
@@ -136,10 +146,22 @@ class IssuanceState:
     renews_at: datetime | None = None
     order_url: str | None = None
     pending_key_sealed: bytes | None = field(default=None, repr=False)
+    source: str = ""
+    names: tuple[str, ...] = ()
+    issuer: str | None = None
+    recent_failures: tuple[datetime, ...] = ()
+    retired_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.status not in ISSUANCE_STATUSES:
             raise ValueError(f"unknown issuance status {self.status!r}")
+        object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "recent_failures", tuple(self.recent_failures))
+
+    @property
+    def ordered_names(self) -> tuple[str, ...]:
+        """The names a certificate for this set must cover."""
+        return self.names or (self.name,)
 
 
 @dataclass(frozen=True, kw_only=True)

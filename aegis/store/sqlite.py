@@ -151,9 +151,13 @@ class SQLiteStore:
         for version in range(self.schema_version(), LATEST_VERSION):
             self._begin(db)
             try:
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                migration = MIGRATIONS[version]
+                if callable(migration):
+                    migration(db)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(f"PRAGMA user_version = {version + 1}")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -3,11 +3,13 @@
 The spec's "SNI Certificate Selection" order, for a normalised server name:
 
 1. **Host binding** — the host answering for the name has ``ssl_cert_id``: that certificate.
-2. **Domain match** — a stored certificate of source ``custom`` or ``cloudflare_origin``
-   covering the name (exact, then wildcard). This applies to *any* SNI, host or not.
-3. **Autocert** — for a ``letsencrypt`` host: a ``letsencrypt`` certificate for the name; if
-   there is none, :meth:`IOnDemandIssuance.certificate_wanted` is called (it returns at once)
-   and selection goes on.
+2. **Domain match** — a stored certificate of a source registered for this step (uploads,
+   Cloudflare Origin; :mod:`aegis.certs.sources`) covering the name (exact, then
+   wildcard). This applies to *any* SNI, host or not.
+3. **Autocert** — for a host whose ``ssl_mode`` belongs to an automatic source (Let's
+   Encrypt): that source's certificate for the name; if there is none,
+   :meth:`IOnDemandIssuance.certificate_wanted` is called (it returns at once) and
+   selection goes on.
 4. **Fallback** — the local-CA proxy certificate covering all configured domains.
 
 No SNI, an unknown or invalid SNI, and every miss end at the fallback: a customer's
@@ -32,6 +34,7 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
+from aegis.certs import sources
 from aegis.certs.model import LoadedCertificate
 from aegis.interfaces import IOnDemandIssuance
 from aegis.names import wildcard_parent
@@ -39,13 +42,11 @@ from aegis.store.records import HostRecord
 
 log = Logger()
 
-STORED_SOURCES = frozenset({"custom", "cloudflare_origin"})
-AUTOCERT_SOURCES = frozenset({"letsencrypt"})
-
 STEP_HOST_BINDING = "host_binding"
-STEP_DOMAIN_MATCH = "domain_match"
-STEP_AUTOCERT = "autocert"
+STEP_DOMAIN_MATCH = sources.DOMAIN_MATCH
+STEP_AUTOCERT = sources.AUTOCERT
 STEP_FALLBACK = "fallback"
+STEPS = (STEP_HOST_BINDING, STEP_DOMAIN_MATCH, STEP_AUTOCERT, STEP_FALLBACK)
 
 
 class CertificateLookup(Protocol):
@@ -108,7 +109,7 @@ class SelectionTable:
         index: dict[str, _HostEntry] = {}
         for host in hosts:
             bound = None
-            if host.ssl_mode != "none" and host.ssl_cert_id is not None:
+            if host.ssl_mode != sources.MODE_NONE and host.ssl_cert_id is not None:
                 bound = certificates.by_id(host.ssl_cert_id)
                 if bound is None:
                     log.warn(
@@ -123,6 +124,11 @@ class SelectionTable:
         self._certificates = certificates
         self._fallback = fallback
         self._on_demand = on_demand
+        self._stored = sources.by_step(STEP_DOMAIN_MATCH)
+        self._automatic = {
+            spec.host_mode: frozenset({spec.name}) for spec in sources.all_sources()
+            if spec.host_mode is not None and spec.selection_step == STEP_AUTOCERT
+        }
 
     @property
     def fallback(self) -> LoadedCertificate:
@@ -169,11 +175,12 @@ class SelectionTable:
 
         if entry is not None and entry.bound is not None and entry.bound.valid_at(now):
             return chosen(entry.bound, STEP_HOST_BINDING)
-        stored = self._lookup(server_name, now, STORED_SOURCES)
+        stored = self._lookup(server_name, now, self._stored)
         if stored is not None:
             return chosen(stored, STEP_DOMAIN_MATCH)
-        if host is not None and host.ssl_mode == "letsencrypt":
-            automatic = self._lookup(server_name, now, AUTOCERT_SOURCES)
+        automatic_sources = None if host is None else self._automatic.get(host.ssl_mode)
+        if automatic_sources is not None:
+            automatic = self._lookup(server_name, now, automatic_sources)
             if automatic is not None:
                 return chosen(automatic, STEP_AUTOCERT)
             # Only a name the host lists literally: a wildcard host must not let any client

@@ -6,8 +6,8 @@ The pieces, from the wire up:
 * :mod:`._client`: the RFC 8555 operations and the account;
 * :mod:`.http01`: the challenge answers and the port-80 request rules;
 * :mod:`.issuer`: one order end to end (:class:`AcmeIssuer`, an ``ICertificateIssuer``);
-* :mod:`.manager`: when to order, renew and retry (:class:`IssuanceManager`, a Service and
-  the ``IOnDemandIssuance`` of the TLS layer).
+* when to order, renew and retry is the lifecycle engine's business
+  (:mod:`aegis.certs.lifecycle`), the same for every source.
 
 :func:`build_acme` wires them the way ``aegis.tap`` needs; see ``docs/acme.md``.
 """
@@ -17,14 +17,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
+from aegis.certs.lifecycle.issuers import IssuerContext
+from aegis.certs.sources import AUTOCERT, SourceSpec, register
 from aegis.crypto.keys import KeyKind
 from aegis.crypto.keywrap import KeyWrapper
 from aegis.interfaces import IStore
 from aegis.sources.acme._client import AcmeClient
-from aegis.sources.acme._state import StoreOrderJournal
+from aegis.sources.acme._journal import StoreOrderJournal
 from aegis.sources.acme._transport import (
     AcmeError,
     AcmeProblem,
@@ -40,19 +45,17 @@ from aegis.sources.acme.account import (
     read_ca_bundle,
 )
 from aegis.sources.acme.http01 import ChallengeResponder, challenge_response, is_challenge_path
-from aegis.sources.acme.issuer import AcmeIssuer, CertificateMismatch, verify_chain
-from aegis.sources.acme.manager import IssuanceManager
+from aegis.sources.acme.issuer import SOURCE, AcmeIssuer, CertificateMismatch, verify_chain
 
 
 @dataclass(frozen=True)
 class AcmeParts:
-    """Everything :func:`build_acme` made; ``manager`` goes into the service tree, the
-    HTTP listener serves ``responder`` through :func:`challenge_response`."""
+    """Everything :func:`build_acme` made: the lifecycle engine orders through ``issuer``;
+    the HTTP listener serves ``responder`` through :func:`challenge_response`."""
 
     client: AcmeClient
     issuer: AcmeIssuer
     responder: ChallengeResponder
-    manager: IssuanceManager
 
 
 def build_acme(
@@ -60,39 +63,66 @@ def build_acme(
     store: IStore,
     wrapper: KeyWrapper,
     directory_url: str,
-    reload: Callable[[], object],
     contact_email: str = "",
     ca_bundle: Path | None = None,
     key_kind: KeyKind = "ecdsa-p256",
     http: Any = None,
     policy: RetryPolicy | None = None,
     clock: Any = None,
+    pace: Callable[[], Deferred[None]] | None = None,
 ) -> AcmeParts:
     """Build the ACME source. Blocking (reads the CA bundle, loads or creates the account
     key in one transaction): call it at start-up, before the reactor runs.
 
-    ``clock`` (default: ``reactor``) drives the manager's schedule; tests pass a ``Clock``
-    to move time while the network runs on the real reactor.
+    ``clock`` (default: ``reactor``) stamps challenge answers; ``pace`` is the CA's request
+    budget (:meth:`aegis.certs.lifecycle.IssuerContext.pace`).
     """
     key = store.transact_blocking(lambda txn: load_or_create_account_key(txn, wrapper))
     if http is None:
         http = acme_http_client(reactor, None if ca_bundle is None else read_ca_bundle(ca_bundle))
-    transport = AcmeTransport(reactor, http, key, policy or RetryPolicy(), time.time)
+    transport = AcmeTransport(reactor, http, key, policy or RetryPolicy(), time.time, pace)
     client = AcmeClient(transport, key, directory_url, contact_email, StoreAccountBook(store))
-    manager_clock = clock if clock is not None else reactor
+    stamp_clock = clock if clock is not None else reactor
 
-    def now() -> Any:
-        return IssuanceManager.now_of(manager_clock)
+    def now() -> datetime:
+        return datetime.fromtimestamp(stamp_clock.seconds(), UTC)
 
     responder = ChallengeResponder(store, now)
-    issuer = AcmeIssuer(reactor, client, responder, StoreOrderJournal(store))
-    manager = IssuanceManager(
-        manager_clock, store, wrapper, issuer, reload, key_kind, preload=[responder.load]
+    issuer = AcmeIssuer(reactor, client, responder, StoreOrderJournal(store),
+                        key_kind=key_kind)
+    return AcmeParts(client, issuer, responder)
+
+
+def _issuer(context: IssuerContext) -> AcmeIssuer:
+    """The source's issuer from the settings (``AEGIS_ACME_*``); its HTTP-01 answers go
+    to the port-80 listener and are loaded before the first attempt."""
+    settings = context.settings
+    parts = build_acme(
+        context.reactor, context.store, context.wrapper, settings.acme_directory,
+        contact_email=settings.acme_email, ca_bundle=settings.acme_ca_bundle,
+        key_kind="rsa-2048" if settings.acme_key_type == "rsa-2048" else "ecdsa-p256",
+        clock=context.clock, pace=context.pace(settings.acme_directory),
     )
-    return AcmeParts(client, issuer, responder, manager)
+    context.add_responder(parts.responder)
+    context.add_preload(parts.responder.load)
+    return parts.issuer
+
+
+SPEC = register(SourceSpec(
+    name=SOURCE,
+    label="Let's Encrypt (ACME)",
+    selection_step=AUTOCERT,
+    host_mode=SOURCE,
+    renews_itself=True,
+    wildcards=False,  # HTTP-01 cannot validate wildcard names
+    issuer=_issuer,
+    renewal_note="renewed by Aegis through ACME before it expires",
+))
 
 
 __all__ = [
+    "SOURCE",
+    "SPEC",
     "AcmeClient",
     "AcmeError",
     "AcmeIssuer",
@@ -102,7 +132,6 @@ __all__ = [
     "AcmeUnavailable",
     "CertificateMismatch",
     "ChallengeResponder",
-    "IssuanceManager",
     "RetryPolicy",
     "build_acme",
     "challenge_response",

@@ -144,7 +144,8 @@ class AcmeTransport:
     """Sends requests to one ACME server with the account key; see the module docstring.
 
     ``kid`` is the account URL once known (None signs with the JWK, for ``newAccount``).
-    ``wall_clock`` gives Unix time for HTTP-date Retry-After values.
+    ``wall_clock`` gives Unix time for HTTP-date Retry-After values. ``pace``, when given,
+    is awaited before every request: the lifecycle's request budget for this CA.
     """
 
     def __init__(
@@ -154,7 +155,9 @@ class AcmeTransport:
         key: JWKEC,
         policy: RetryPolicy,
         wall_clock: Callable[[], float],
+        pace: Callable[[], Deferred[None]] | None = None,
     ) -> None:
+        self._pace = pace
         self._reactor = reactor
         self._http = http
         self._key = key
@@ -181,6 +184,8 @@ class AcmeTransport:
             timed_out = True
             pending.cancel()
 
+        if self._pace is not None:
+            await self._pace()  # the per-CA request budget (aegis.certs.lifecycle.budget)
         headers = {b"user-agent": [b"aegis-acme"]}
         if body is not None:
             headers[b"content-type"] = [JOSE_CONTENT_TYPE]

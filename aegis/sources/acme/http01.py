@@ -14,7 +14,7 @@ what makes ``../`` and ``%2e%2e%2f`` harmless.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from twisted.internet.defer import Deferred
@@ -67,8 +67,9 @@ def challenge_response(
     answer = responder.key_authorization(token)
     if answer is None:
         return NOT_FOUND
-    if host is not None and isinstance(responder, ChallengeResponder):
-        wanted = responder.name_for(token)
+    name_for = getattr(responder, "name_for", None)
+    if host is not None and name_for is not None:
+        wanted = name_for(token)
         given = host.decode("latin-1") if isinstance(host, bytes) else host
         if wanted is not None and _host_name(given) != wanted:
             return NOT_FOUND
@@ -114,6 +115,20 @@ class ChallengeResponder:
 
         def work(txn: IStoreTransaction) -> None:
             txn.delete_acme_challenge(token)
+
+        return self._store.transact(work)
+
+    def withdraw_names(self, names: Sequence[str]) -> Deferred[None]:
+        """Withdraw every answer published for one of ``names`` (an order that ended or
+        was abandoned, also one from before a restart)."""
+        wanted = set(names)
+        for token in [t for t, (_, name) in self._answers.items() if name in wanted]:
+            del self._answers[token]
+
+        def work(txn: IStoreTransaction) -> None:
+            for challenge in txn.list_acme_challenges():
+                if challenge.name in wanted:
+                    txn.delete_acme_challenge(challenge.token)
 
         return self._store.transact(work)
 

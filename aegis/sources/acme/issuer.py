@@ -14,6 +14,7 @@ next. A mismatch is an error and nothing is returned.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -26,13 +27,15 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from aegis.crypto.keys import public_keys_equal
+from aegis.crypto.keys import KeyKind, public_keys_equal
 from aegis.interfaces import ICertificateIssuer
 from aegis.sources.acme._client import AcmeClient
 from aegis.sources.acme._transport import AcmeError
 from aegis.sources.acme.http01 import ChallengeResponder
 
 log = Logger()
+
+SOURCE = "letsencrypt"
 
 POLL_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 POLL_STEADY = 1.0
@@ -99,9 +102,14 @@ def verify_chain(chain_pem: bytes, csr_pem: bytes, names: Sequence[str]) -> None
 
 @implementer(ICertificateIssuer)
 class AcmeIssuer:
-    """:class:`aegis.interfaces.ICertificateIssuer` for an ACME CA (source ``letsencrypt``)."""
+    """:class:`aegis.interfaces.ICertificateIssuer` for an ACME CA.
 
-    source = "letsencrypt"
+    ``identity`` names the CA by its directory URL: certificates record it, and a change of
+    ``AEGIS_ACME_DIRECTORY`` (staging to production, another CA) makes the lifecycle renew
+    every certificate another directory issued, at once.
+    """
+
+    source = SOURCE
 
     def __init__(
         self,
@@ -110,7 +118,10 @@ class AcmeIssuer:
         responder: ChallengeResponder,
         journal: OrderJournal | None = None,
         order_timeout: float = ORDER_TIMEOUT,
+        key_kind: KeyKind = "ecdsa-p256",
     ) -> None:
+        self.identity = f"acme {client.directory_url}"
+        self.key_kind = key_kind
         self._reactor = reactor
         self._client = client
         self._responder = responder
@@ -119,6 +130,19 @@ class AcmeIssuer:
 
     def issue(self, csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names)))
+
+    def abandon(self, names: Sequence[str]) -> Deferred[None]:
+        """Forget the order of ``names`` and withdraw their HTTP-01 answers: the host went
+        away, so nobody should resume that order or answer for it."""
+        return Deferred.fromCoroutine(self._abandon(tuple(names)))
+
+    async def _abandon(self, names: tuple[str, ...]) -> None:
+        await self._journal.record_order(names, None)
+        await self._responder.withdraw_names(names)
+
+    def renewal_window(self, not_before: datetime, not_after: datetime) -> Any:
+        """No CA-suggested window (ARI comes with RFC 9773 support): the lifetime rule."""
+        return None
 
     async def _sleep(self, seconds: float) -> None:
         await deferLater(self._reactor, seconds, lambda: None)
@@ -214,4 +238,5 @@ class AcmeIssuer:
         chain = await self._client.download(str(order.certificate))
         await self._journal.record_order(names, None)
         verify_chain(chain, csr_pem, names)
+        await self._responder.withdraw_names(names)  # answers left by interrupted orders
         return chain

@@ -180,7 +180,7 @@ class CloudflareClient:
             log.warn(
                 "Cloudflare Origin CA service key used (X-Auth-User-Service-Key): Cloudflare "
                 "deprecates this method; switch to an API token with Origin CA permissions",
-                event_name="cloudflare_service_key_deprecated",
+                event="cloudflare_service_key_deprecated",
             )
         return self.call("POST", "/certificates", credentials, dict(body))
 
@@ -222,20 +222,20 @@ class CloudflareClient:
                 log.warn(
                     "Cloudflare {method} {path} failed after {attempts} attempt(s): {error}",
                     method=method, path=path, attempts=attempt, error=str(error),
-                    event_name="cloudflare_failed",
+                    event="cloudflare_failed",
                 )
                 raise error
             delay = min(self._backoff * 2 ** (attempt - 1), self._max_backoff)
             if error.retry_after is not None:
                 if error.retry_after > self._max_retry_after:
                     log.warn("Cloudflare asks to wait {seconds}s; not waiting that long",
-                             seconds=error.retry_after, event_name="cloudflare_failed")
+                             seconds=error.retry_after, event="cloudflare_failed")
                     raise error
                 delay = max(delay, error.retry_after)
             log.info(
                 "Cloudflare {method} {path}: {error}; attempt {next} in {delay:.1f}s",
                 method=method, path=path, error=str(error), next=attempt + 1, delay=delay,
-                event_name="cloudflare_retry",
+                event="cloudflare_retry",
             )
             await deferLater(self._clock, delay, lambda: None)
 

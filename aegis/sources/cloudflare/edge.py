@@ -104,7 +104,7 @@ class EdgeCertificates:
         log.info("Ordered Cloudflare certificate pack {pack_id} in zone {zone_id} for {hosts}: "
                  "{status}", pack_id=pack["id"], zone_id=order.zone_id,
                  hosts=list(order.hostnames), status=pack.get("status"),
-                 event_name="cloudflare_edge_ordered")
+                 event="cloudflare_edge_ordered")
         return pack
 
     def status(

@@ -156,7 +156,7 @@ class OriginCertificates:
         log.info(
             "Stored Cloudflare Origin CA certificate {id} (cloudflare id {cloudflare_id}) for "
             "{names}", id=record.id, cloudflare_id=cloudflare_id, names=list(order.hostnames),
-            event_name="cert_obtained", source=SOURCE,
+            event="cert_obtained", source=SOURCE,
         )
         if self._on_stored is not None:
             try:
