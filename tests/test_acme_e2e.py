@@ -99,7 +99,7 @@ def test_letsencrypt_host_gets_a_certificate_from_the_ca(
             d for c in issued for d in c["domains"]}
         status, shown = api(aegis, "GET", f"/hosts/{host['id']}")
         assert shown["serving_certificate"]["step"] == "autocert"
-        states = {entry["name"]: entry for entry in shown["acme"]}
+        states = {entry["name"]: entry for entry in shown["issuance"]}
         assert set(states) == {"le.example.test", "www.le.example.test"}
         for entry in states.values():
             assert entry["status"] == "valid" and entry["last_error"] is None
@@ -136,7 +136,7 @@ def test_unreachable_ca_is_visible_in_the_api_and_the_fallback_serves(
         deadline = time.monotonic() + 45
         while True:
             status, shown = api(aegis, "GET", f"/hosts/{host['id']}")
-            state = shown["acme"][0]
+            state = shown["issuance"][0]
             if state["status"] == "failed":
                 break
             assert time.monotonic() < deadline, shown

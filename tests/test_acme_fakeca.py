@@ -150,7 +150,7 @@ class FakeCA(Resource):
             if path.startswith(entry.prefix):
                 self.script.remove(entry)
                 return self._problem(request, entry.status, entry.problem, headers=entry.headers)
-        if path == "/dir":
+        if path in ("/dir", "/dir-other"):  # two directory URLs: "another CA" for tests
             return self._json(
                 request,
                 200,
@@ -205,6 +205,11 @@ class FakeCA(Resource):
         kind, _, ident = path.strip("/").partition("/")
         if kind == "order":
             order = self.orders[ident]
+            if order["status"] == "pending" and any(  # RFC 8555 7.1.6: a failed authz
+                self.authzs[u.rsplit("/", 1)[1]]["status"] == "invalid"
+                for u in order["authorizations"]
+            ):
+                order["status"] = "invalid"
             if order["status"] == "pending" and all(
                 self.authzs[u.rsplit("/", 1)[1]]["status"] == "valid"
                 for u in order["authorizations"]

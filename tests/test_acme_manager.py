@@ -1,4 +1,4 @@
-"""The issuance manager against the in-memory fake CA, with time on a Clock.
+"""The lifecycle engine with the ACME issuer against the in-memory fake CA, time on a Clock.
 
 Covers the host policy, one order per name, restart safety (after issuance, mid-order,
 after rateLimited), backoff while the old certificate serves, renewal by moving the clock,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,17 @@ from cryptography import x509
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
+from aegis.certs.lifecycle import RETRY_INTERVALS, LifecycleEngine, lifetime_renewal_time
 from aegis.crypto.keys import load_private_key_pem, public_keys_equal
 from aegis.crypto.sealed import certificate_key_context
 from aegis.interfaces import IOnDemandIssuance
+from aegis.sources.acme import SOURCE
 from aegis.sources.acme._client import AcmeClient
-from aegis.sources.acme._state import StoreOrderJournal, renewal_time
+from aegis.sources.acme._journal import StoreOrderJournal
 from aegis.sources.acme._transport import AcmeTransport, RetryPolicy
 from aegis.sources.acme.account import StoreAccountBook, load_or_create_account_key
 from aegis.sources.acme.http01 import ChallengeResponder
 from aegis.sources.acme.issuer import AcmeIssuer
-from aegis.sources.acme.manager import RETRY_INTERVALS, IssuanceManager
 from aegis.store._runner import immediate_runner
 from aegis.store.records import HostFields
 from aegis.store.sqlite import SQLiteStore
@@ -41,7 +42,8 @@ class World:
         self.rig: Rig = make_rig(RetryPolicy(transient_attempts=2, backoff_base=1.0))
         self.reloads = 0
         self.key_kind = key_kind
-        self.manager: IssuanceManager | None = None
+        self.manager: LifecycleEngine | None = None
+        self.issuer: AcmeIssuer | None = None
 
     def add_host(
         self, domain: str, mode: str = "letsencrypt", aliases: tuple[str, ...] = ()
@@ -54,31 +56,38 @@ class World:
     def _reload(self) -> None:
         self.reloads += 1
 
-    def boot(self, start: bool = True) -> IssuanceManager:
+    def boot(self, start: bool = True, directory: str = "/dir",
+             pace: Any = None) -> LifecycleEngine:
         rig = self.rig
         if self.manager is not None and self.manager.running:
             drive(rig, self.manager.stopService())
         key = rig.store.transact_blocking(lambda t: load_or_create_account_key(t, rig.wrapper))
         transport = AcmeTransport(
-            rig.clock, rig.stub, key, RetryPolicy(transient_attempts=2), rig.clock.seconds
+            rig.clock, rig.stub, key, RetryPolicy(transient_attempts=2), rig.clock.seconds,
+            pace,
         )
-        client = AcmeClient(transport, key, BASE + "/dir", "", StoreAccountBook(rig.store))
-        responder = ChallengeResponder(rig.store, lambda: IssuanceManager.now_of(rig.clock))
+        client = AcmeClient(transport, key, BASE + directory, "", StoreAccountBook(rig.store))
+        responder = ChallengeResponder(
+            rig.store, lambda: datetime.fromtimestamp(rig.clock.seconds(), UTC))
         rig.ca.responder = responder
-        issuer = AcmeIssuer(rig.clock, client, responder, StoreOrderJournal(rig.store))
-        self.manager = IssuanceManager(
+        issuer = AcmeIssuer(rig.clock, client, responder, StoreOrderJournal(rig.store),
+                            key_kind=self.key_kind)  # type: ignore[arg-type]
+        self.issuer = issuer
+        self.manager = LifecycleEngine(
             rig.clock,
             rig.store,
             rig.wrapper,
-            issuer,
+            {SOURCE: issuer},
             self._reload,
-            self.key_kind,  # type: ignore[arg-type]
             jitter=lambda: 0.5,
             preload=[responder.load],
         )
         if start:
             drive(rig, self.manager.startService())
         return self.manager
+
+    def drive(self, d: Any) -> Any:
+        return drive(self.rig, d)
 
     def settle(self, seconds: float = 5.0) -> None:
         """Let in-flight work finish (pump HTTP, move the clock a little)."""
@@ -131,10 +140,10 @@ def test_hosts_get_certificates_at_start(events: list[dict[str, Any]]) -> None:
         assert public_keys_equal(key.public_key(), leaf.public_key())
     state = world.state("a.example.com")
     assert state.status == "valid" and state.certificate_id in {c.id for c in certs}
-    assert state.renews_at == renewal_time(certs[0].not_before, certs[0].not_after) or (
+    assert state.renews_at == lifetime_renewal_time(certs[0].not_before, certs[0].not_after) or (
         abs(
             (
-                state.renews_at - renewal_time(certs[0].not_before, certs[0].not_after)
+                state.renews_at - lifetime_renewal_time(certs[0].not_before, certs[0].not_after)
             ).total_seconds()
         )
         <= 1
@@ -163,7 +172,7 @@ def test_one_order_per_name_under_twenty_requests() -> None:
     world = World()
     manager = world.boot()
     world.add_host("busy.example.com")
-    drive(world.rig, manager.hosts_changed())
+    drive(world.rig, manager.refresh())
     for _ in range(20):
         manager.certificate_wanted("BUSY.example.com.")
         manager.obtain("busy.example.com", force=True)
@@ -297,7 +306,7 @@ def test_host_created_later_is_ordered_without_a_handshake() -> None:
     world = World()
     manager = world.boot()
     world.add_host("late.example.com")
-    drive(world.rig, manager.hosts_changed())
+    drive(world.rig, manager.refresh())
     world.settle()
     assert [c.domains for c in world.certificates()] == [("late.example.com",)]
 
@@ -327,6 +336,6 @@ def test_a_store_that_cannot_record_the_attempt_backs_off_in_memory(tmp_path: Pa
     assert state.next_attempt_at is not None and state.failures == 1
     world.settle(30.0)  # within the first retry interval (60 s): nothing more happens
     assert manager.state("full.example.com") == state
-    assert manager.orders_started == 0 and world.certificates() == []
+    assert manager.attempts_started == 0 and world.certificates() == []
     drive(world.rig, manager.stopService())
     world.rig.store.close()

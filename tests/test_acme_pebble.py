@@ -2,7 +2,7 @@
 
 Pebble and its DNS helper run on free ports (see :mod:`aegis.testing.pebble`); the HTTP-01
 answers are served on Pebble's ``httpPort`` by a tiny twisted.web server that calls
-:func:`challenge_response`, as the real HTTP listener does. The manager's schedule runs on a
+:func:`challenge_response`, as the real HTTP listener does. The lifecycle engine runs on a
 ``Clock`` (so renewal and backoff are tested by moving it) while the network runs on the real
 reactor. Skipped only if ``pebble`` is not installed.
 """
@@ -24,9 +24,10 @@ from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from aegis.certs.lifecycle import LifecycleEngine
 from aegis.crypto.keywrap import KeyWrapper, MasterKey
 from aegis.service import freeze_startup_heap
-from aegis.sources.acme import AcmeParts, RetryPolicy, build_acme, challenge_response
+from aegis.sources.acme import SOURCE, AcmeParts, RetryPolicy, build_acme, challenge_response
 from aegis.sources.acme.http01 import ChallengeResponder
 from aegis.store._runner import StoreThread
 from aegis.store.memory import MemoryStore
@@ -114,6 +115,8 @@ class Node:
         self.clock.advance(time.time())
         self.reloads = 0
         self.parts: AcmeParts | None = None
+        self.engine: LifecycleEngine | None = None
+        self.pace: Any = None
 
     def add_hosts(self, *domains: str) -> None:
         def work(txn: Any) -> None:
@@ -127,39 +130,43 @@ class Node:
     def _reload(self) -> None:
         self.reloads += 1
 
-    async def boot(self) -> AcmeParts:
-        parts = await self.build()
-        await parts.manager.startService()
-        return parts
+    async def boot(self) -> LifecycleEngine:
+        engine = await self.build()
+        await engine.startService()
+        return engine
 
-    async def issue(self, *domains: str) -> AcmeParts:
+    async def issue(self, *domains: str) -> LifecycleEngine:
         """Add ``domains`` as letsencrypt hosts, boot, and wait until each has settled."""
         self.add_hosts(*domains)
-        parts = await self.boot()
+        engine = await self.boot()
         for domain in domains:
             await wait_until(_status(self, domain, "valid", "failed"))
-        return parts
+        return engine
 
-    async def build(self) -> AcmeParts:
-        """Build the parts as start-up does (blocking store reads), without starting them."""
-        if self.parts is not None and self.parts.manager.running:
-            await self.parts.manager.stopService()
+    async def build(self) -> LifecycleEngine:
+        """Build the ACME issuer and the lifecycle engine as start-up does (blocking store
+        reads), without starting them."""
+        await self.stop()
         self.parts = build_acme(
             reactor,
             self.store,
             self.wrapper,
             self.pebble.directory_url,
-            self._reload,
             ca_bundle=self.pebble.ca_bundle,
             policy=FAST,
             clock=self.clock,
+            pace=self.pace,
         )
         self.site.responder = self.parts.responder
-        return self.parts
+        self.engine = LifecycleEngine(
+            self.clock, self.store, self.wrapper, {SOURCE: self.parts.issuer}, self._reload,
+            preload=[self.parts.responder.load],
+        )
+        return self.engine
 
     async def stop(self) -> None:
-        if self.parts is not None:
-            await self.parts.manager.stopService()
+        if self.engine is not None and self.engine.running:
+            await self.engine.stopService()
 
     def state(self, name: str) -> Any:
         return self.store.transact_blocking(lambda t: t.get_issuance_state(name))
@@ -234,20 +241,20 @@ async def test_pebble_down_backoff_then_back(
     pebble: PebbleServer, site: ChallengeSite, events: list[dict[str, Any]]
 ) -> None:
     node = Node(pebble, site)
-    parts = await node.issue("down.example.test")
+    engine = await node.issue("down.example.test")
     (first,) = node.certificates()
     pebble.stop()
     try:
-        await parts.manager.obtain("down.example.test", force=True)
+        await engine.obtain("down.example.test", force=True)
         failed = node.state("down.example.test")
         assert failed.status == "failed" and failed.failures == 1
         assert "cannot reach" in failed.last_error or "HTTP 5" in failed.last_error
         assert failed.next_attempt_at > failed.last_attempt_at
         assert node.certificates() == [first]  # old certificate untouched, still served
-        assert parts.manager.state("down.example.test") == failed
+        assert engine.state("down.example.test") == failed
     finally:
         pebble.start()  # new roots, and every account forgotten
-    node.clock.advance((failed.next_attempt_at - parts.manager.now()).total_seconds() + 1)
+    node.clock.advance((failed.next_attempt_at - engine.now()).total_seconds() + 1)
     await wait_until(lambda: node.state("down.example.test").status == "valid")
     (renewed,) = node.certificates()
     assert renewed.id == first.id and renewed.fingerprint_sha256 != first.fingerprint_sha256
@@ -276,7 +283,7 @@ async def test_restarts_never_duplicate_orders(
     await wait_until(_status(node, "restart.example.test", "valid", "failed"))
     assert node.state("restart.example.test").status == "valid"
     await node.boot()  # restart after issuance
-    node.parts.manager.certificate_wanted("restart.example.test")  # type: ignore[union-attr]
+    node.engine.certificate_wanted("restart.example.test")  # type: ignore[union-attr]
     await deferLater(reactor, 0.3, lambda: None)
     assert pebble.orders_created() - before == 1
     assert len(node.certificates()) == 1
@@ -288,10 +295,10 @@ async def test_renewal_by_moving_the_clock(
     pebble: PebbleServer, site: ChallengeSite, events: list[dict[str, Any]]
 ) -> None:
     node = Node(pebble, site)
-    parts = await node.issue("renew.example.test")
+    engine = await node.issue("renew.example.test")
     (first,) = node.certificates()
     renews_at = node.state("renew.example.test").renews_at
-    node.clock.advance((renews_at - parts.manager.now()).total_seconds() - 3600)
+    node.clock.advance((renews_at - engine.now()).total_seconds() - 3600)
     await deferLater(reactor, 0.2, lambda: None)
     assert node.certificates() == [first]
     node.clock.advance(3601 + 600)
@@ -324,8 +331,7 @@ async def test_twenty_hosts_at_once_without_blocking_the_loop(
         # Start-up's blocking store reads happen before the reactor runs in production, and
         # the wait below reads the manager's memory: a blocking store read here would measure
         # the test's own wait for the store thread (an fsync under load), not the manager.
-        parts = await node.build()
-        manager = parts.manager
+        manager = await node.build()
 
         def settled(name: str) -> Callable[[], bool]:
             def check() -> bool:
@@ -350,7 +356,7 @@ async def test_twenty_hosts_at_once_without_blocking_the_loop(
             gc.unfreeze()
         assert all(node.state(n).status == "valid" for n in names)
         assert len(node.certificates()) == 20
-        assert node.parts is not None and node.parts.manager.orders_started == 20
+        assert node.engine is not None and node.engine.attempts_started == 20
         # Blocking work on the loop (key generation, store I/O) would stall it once per
         # order. What remains is one burst: when the shared directory fetch completes, the
         # 20 waiting orders each sign and send their first request in that turn (~2 ms of

@@ -66,7 +66,7 @@ def test_issuance_state_overwrite_list_delete(store: Any) -> None:
         lambda t: t.put_issuance_state(IssuanceState(name="b.test", status="valid"))
     )
     states = store.transact_blocking(lambda t: t.list_issuance_states())
-    assert [(s.name, s.status) for s in states] == [("a.test", "pending"), ("b.test", "valid")]
+    assert [(s.name, s.status) for s in states] == [("a.test", "wanted"), ("b.test", "valid")]
     assert states[0].last_attempt_at is None and states[0].pending_key_sealed is None
     store.transact_blocking(lambda t: t.delete_issuance_state("a.test"))
     store.transact_blocking(lambda t: t.delete_issuance_state("a.test"))

@@ -106,8 +106,14 @@ def load_sources() -> None:
         importlib.import_module(module)
 
 
+_LOADING: list[bool] = []
+
+
 def _loaded() -> dict[str, SourceSpec]:
-    if not _SOURCES:
+    """The registry, after every module of SOURCE_MODULES registered itself (once; a
+    source module imported on its own earlier registers only itself)."""
+    if not _LOADING:
+        _LOADING.append(True)
         load_sources()
     return _SOURCES
 

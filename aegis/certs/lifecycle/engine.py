@@ -126,6 +126,9 @@ class LifecycleEngine(Service):
         self._waiters: dict[str, list[Deferred[None]]] = {}
         self._wakeup: IDelayedCall | None = None
         self._refresh_lock = DeferredLock()
+        self._refreshed_at = 0.0
+        self._ticking = False
+        self._tick_again = False
         self.attempts_started = 0
 
     # time and reading (memory only: safe from any request handler)
@@ -167,52 +170,72 @@ class LifecycleEngine(Service):
 
     async def _refresh(self) -> None:
         now = self.now()
-        found = await self._store.transact(lambda txn: self._compute(txn, now))
+        self._refreshed_at = self._clock.seconds()
+        found = await self._store.transact(lambda txn: self._read_demand(txn, now))
+        try:
+            await self._store.transact(lambda txn: self._apply_demand(txn, found, now))
+        except CancelledError:
+            raise
+        except Exception as exc:
+            # The store cannot record it (disk full): the demand holds in memory all the
+            # same, so wanted names are still obtained and the next refresh records it.
+            log.warn("lifecycle_refresh_unrecorded error={error}", error=error_text(exc))
+            for key, demand in found.demand.items():
+                if key not in found.states or found.states[key].status == "retired":
+                    found.states[key] = self._states.get(key) or IssuanceState(
+                        name=key, names=demand.names, source=demand.source)
+            found.retired, found.revived = [], []
         self._demand = found.demand
         self._certificate_ids = found.certificate_ids
-        self._states.update(found.states)
+        for key, state in found.states.items():
+            if key not in self._inflight:  # an attempt in flight keeps its own view
+                self._states[key] = state
         for state in found.retired:
-            running = self._inflight.get(state.name)
-            if running is not None:
-                running.cancel()
-                self.events.publish(events.CERT_ABANDONED, name=state.name,
-                                    source=state.source, names=list(state.ordered_names))
-            issuer = self._issuers.get(state.source)
-            if issuer is not None:
-                try:
-                    await issuer.abandon(state.ordered_names)
-                except Exception:
-                    log.failure("abandoning the order of {name} failed", name=state.name)
-            self._states[state.name] = state
-            self.events.publish(events.CERT_RETIRED, name=state.name, source=state.source,
-                                certificate_id=state.certificate_id)
+            await self._retired(state)
         for state in found.revived:
             self.events.publish(events.CERT_WANTED, name=state.name, source=state.source,
                                 names=list(state.ordered_names))
         if self.running:
             self._tick()
 
-    def _compute(self, txn: IStoreTransaction, now: datetime) -> Refresh:
+    async def _retired(self, state: IssuanceState) -> None:
+        running = self._inflight.get(state.name)
+        if running is not None:
+            running.cancel()
+            self.events.publish(events.CERT_ABANDONED, name=state.name, source=state.source,
+                                names=list(state.ordered_names))
+        issuer = self._issuers.get(state.source)
+        if issuer is not None:
+            try:
+                await issuer.abandon(state.ordered_names)
+            except Exception:
+                log.failure("abandoning the order of {name} failed", name=state.name)
+        self._states[state.name] = state
+        self.events.publish(events.CERT_RETIRED, name=state.name, source=state.source,
+                            certificate_id=state.certificate_id)
+
+    def _read_demand(self, txn: IStoreTransaction, now: datetime) -> Refresh:
         hosts, certificates = txn.list_hosts(), txn.list_certificates()
         found = Refresh()
         found.certificate_ids = {c.id for c in certificates}
-        found.demand = demanded(DemandInputs(hosts, certificates, now,
-                                             coverage(certificates, now)))
-        found.demand = {k: d for k, d in found.demand.items() if d.source in self._issuers}
-        for state in txn.list_issuance_states():
-            found.states[state.name] = state
-            if state.name not in found.demand and state.status != "retired":
-                retired = transitions.retire(txn, state.name, now)
+        demand = demanded(DemandInputs(hosts, certificates, now, coverage(certificates, now)))
+        found.demand = {k: d for k, d in demand.items() if d.source in self._issuers}
+        found.states = {state.name: state for state in txn.list_issuance_states()}
+        return found
+
+    def _apply_demand(self, txn: IStoreTransaction, found: Refresh, now: datetime) -> None:
+        for key, state in list(found.states.items()):
+            if key not in found.demand and state.status != "retired":
+                retired = transitions.retire(txn, key, now)
                 if retired is not None:
                     found.retired.append(retired)
-                    found.states[state.name] = retired
+                    found.states[key] = retired
         for key, demand in found.demand.items():
             existing = found.states.get(key)
             if existing is None or existing.status == "retired":
                 state = transitions.revive(txn, demand)
                 found.states[key] = state
                 found.revived.append(state)
-        return found
 
     # requests
 
@@ -245,7 +268,7 @@ class LifecycleEngine(Service):
         def done(result: object) -> None:
             self._inflight.pop(key, None)
             if self.running:
-                self._schedule()  # before waking waiters: they may move the clock at once
+                self._tick()  # a slot is free; before waking waiters (they may move time)
             for each in self._waiters.pop(key, []):
                 each.callback(None)
 
@@ -427,6 +450,29 @@ class LifecycleEngine(Service):
         self._wakeup = self._clock.callLater(delay, self._tick)
 
     def _tick(self) -> None:
+        """Start what is due, up to ``max_concurrent``; then set the timer. Re-entrant
+        calls (an attempt that ends at once frees its slot inside this loop) fold into one
+        more pass instead of recursing."""
+        if self._ticking:
+            self._tick_again = True
+            return
+        if (self.running and not self._refresh_lock.locked
+                and self._clock.seconds() - self._refreshed_at >= self._check_interval):
+            # Demand also changes with time alone (a covering certificate near its end).
+            self.refresh().addErrback(lambda f: log.failure("lifecycle refresh failed", f))
+            return
+        self._ticking = True
+        try:
+            again = True
+            while again:
+                self._tick_again = False
+                self._start_due()
+                again = self._tick_again
+        finally:
+            self._ticking = False
+        self._schedule()
+
+    def _start_due(self) -> None:
         now = self.now()
         due = sorted((key for key in self._demand
                       if key not in self._inflight and self._due(key, now)),
@@ -434,9 +480,9 @@ class LifecycleEngine(Service):
         for key in due:
             if len(self._inflight) >= self._max_concurrent:
                 break
-            self.obtain(key).addErrback(
-                lambda f: log.failure("a certificate attempt failed", f))
-        self._schedule()
+            if key not in self._inflight:
+                self.obtain(key).addErrback(
+                    lambda f: log.failure("a certificate attempt failed", f))
 
     # service
 

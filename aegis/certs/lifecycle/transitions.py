@@ -152,7 +152,7 @@ def failed_state(
     failures = state.failures + 1
     delay = retry_intervals[min(failures, len(retry_intervals)) - 1]
     next_attempt = now + timedelta(seconds=math.ceil(delay))
-    recent = budget.recent((*state.recent_failures, now), now)
+    recent = budget.recent((*state.recent_failures, now.replace(microsecond=0)), now)
     budget_wait = budget.earliest_attempt(recent, now)
     for later in (not_before, budget_wait):
         if later is not None:
