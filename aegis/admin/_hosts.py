@@ -119,6 +119,8 @@ async def _published(ctx: AdminContext) -> None:
     which orders what an automatic host is missing right away."""
     if ctx.proxy is not None:
         await ctx.proxy.reload()
+    if ctx.lifecycle is not None and ctx.lifecycle.running:
+        await ctx.lifecycle.refresh()  # so the host object shows the new demand
 
 
 @routes.route("GET", "/api/v1/hosts", summary="List proxy hosts",
