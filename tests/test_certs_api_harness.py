@@ -46,6 +46,8 @@ EXTRA_FIELDS = {
     "status",
     "hosts",
     "problem",
+    "lifecycle",
+    "retired",
 }
 CertificatesAPI = api_class([routes], "CertificatesAPI")
 
