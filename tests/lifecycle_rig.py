@@ -26,10 +26,13 @@ from aegis.admin._hosts import routes as host_routes
 from aegis.admin._lifecycle import routes as issuance_routes
 from aegis.certs import sources
 from aegis.certs.lifecycle import LifecycleEngine
+from aegis.certs.model import LoadedCertificate
 from aegis.certs.registry import CertificateRegistry
 from aegis.certs.service import CertificateService
 from aegis.crypto.keywrap import KeyWrapper, MasterKey
 from aegis.events import Event, EventPublisher
+from aegis.hosts.router import HostRouter
+from aegis.hosts.state import ProxyState
 from aegis.interfaces import ICertificateIssuer, IStore
 from aegis.localca import LocalAuthority
 from aegis.store.records import HostRecord
@@ -115,6 +118,17 @@ class SigningIssuer:
         return None
 
 
+class FixedFallback:
+    """The proxy fallback re-issuer of :class:`ProxyState`, always the same certificate
+    (its re-issue is tested in tests/test_localca.py)."""
+
+    def __init__(self, certificate: LoadedCertificate) -> None:
+        self._certificate = certificate
+
+    def reissue(self, host_names: Sequence[str]) -> Deferred[LoadedCertificate]:
+        return succeed(self._certificate)
+
+
 class Rig:
     """The tree; ``publish()`` is what a proxy reload does (registry, then hosts)."""
 
@@ -130,18 +144,25 @@ class Rig:
         self.publisher.subscribe(self.events.append)
         self.issuer = SigningIssuer(ca, self.clock, AUTOMATIC.name)
         self.engine = LifecycleEngine(
-            self.clock, store, self.wrapper, {AUTOMATIC.name: self.issuer}, self.publish,
-            publisher=self.publisher, jitter=lambda: 0.5,
+            self.clock, store, self.wrapper, {AUTOMATIC.name: self.issuer},
+            lambda: self.proxy.reload(), publisher=self.publisher, jitter=lambda: 0.5,
         )
         self.selection = SelectionState(self.registry, authority.proxy, self.engine)
+        router = HostRouter(self.selection, lambda: 8443, None, self.now)
+        # As in aegis.assembly: a host change has the engine re-read the demand, without
+        # waiting for it (here: on the next turn of the clock).
+        self.proxy = ProxyState(
+            store, self.registry, self.selection, router, FixedFallback(authority.proxy), (),
+            lambda hosts: self.clock.callLater(0, self.engine.refresh),
+        )
         self.service = CertificateService(
             store, self.wrapper, self.registry, self.clock, publish=self.publish,
             selection=self.selection, lifecycle=self.engine,
         )
         context = AdminContext(
             store=store, wrapper=self.wrapper, local_ca=authority, clock=self.clock,
-            certificates=self.service, selection=self.selection, lifecycle=self.engine,
-            events=self.publisher,
+            certificates=self.service, selection=self.selection, proxy=self.proxy,
+            lifecycle=self.engine, events=self.publisher,
         )
         api = LifecycleAPI(context, TokenVerifier(token_digest(TOKEN)),
                            AdminAddress(None, lambda: 9443))
@@ -149,12 +170,7 @@ class Rig:
         result_of(self.engine.startService())
 
     def publish(self) -> Deferred[None]:
-        def hosts(_: object) -> Deferred[list[HostRecord]]:
-            return self.store.transact(lambda txn: txn.list_hosts())
-
-        done = self.registry.reload().addCallback(hosts)
-        done.addCallback(self.selection.set_hosts)
-        return done
+        return self.proxy.reload()
 
     def changed(self) -> None:
         """After a write to the store behind the API's back: reload, then the engine

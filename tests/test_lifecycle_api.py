@@ -308,3 +308,19 @@ def test_openapi_describes_force_and_the_in_use_body() -> None:
     assert {"hosts", "lifecycle", "retired"} <= set(item)
     assert paths["/api/v1/issuance"]["get"]
     assert paths["/api/v1/hosts/{host_id}/issuance/retry"]["post"]
+
+
+def test_a_new_automatic_host_shows_its_order_not_covered(rig: Rig, ca: trustme.CA) -> None:
+    """The answer to the create already reflects the engine's demand: a new letsencrypt host
+    is being (here: has been) obtained, and only a name an upload serves is ``covered``."""
+    upload(rig, ca, "shop.example.com")
+    code, host = rig.call("POST", "/api/v1/hosts", {
+        "domain": "new.example.com", "aliases": ["shop.example.com"],
+        "upstream": "http://127.0.0.1:9", "ssl_mode": "letsencrypt"})
+    assert code == 201, host
+    new, shop = host["issuance"]
+    assert new["name"] == "new.example.com" and new["status"] == "valid", new
+    assert new["certificate_id"] == automatic_id(rig, "new.example.com")
+    assert shop["name"] == "shop.example.com" and shop["status"] == "covered"
+    assert host["serving_certificate"]["step"] == "autocert"
+    assert rig.issuer.calls == [("new.example.com",)]
