@@ -38,10 +38,8 @@ from aegis.localca import LocalAuthority
 from aegis.store.records import HostRecord
 from aegis.tls.selection import SelectionState
 from tests.helpers import host_fields
-from tests.test_certs_api_harness import TOKEN, assert_no_secret, result_of
+from tests.test_certs_api_harness import TOKEN, exchange, result_of
 from tests.test_certs_helpers import NOW
-
-BASE = "https://127.0.0.1:9443"
 
 
 def _automatic() -> sources.SourceSpec:
@@ -187,15 +185,9 @@ class Rig:
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
         data = None if body is None else json.dumps(body).encode()
-        d = self.stub.request(method, BASE + path, headers=headers, data=data)
-        self.stub.flush()
-        response = result_of(d)
-        content = self.stub.content(response)
-        self.stub.flush()
-        payload = result_of(content)
-        assert_no_secret(payload)
+        code, payload = exchange(self.stub, method, path, headers, data)
         assert b"pending_key" not in payload
-        return response.code, json.loads(payload) if payload else None
+        return code, json.loads(payload) if payload else None
 
     def certificate(self, cert_id: int) -> dict[str, Any]:
         code, body = self.call("GET", f"/api/v1/certificates/{cert_id}")

@@ -9,14 +9,14 @@ import hashlib
 import socket
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from aegis.testing.pebble import PebbleServer, pebble_available, start_pebble
+from aegis.testing.pebble import PebbleServer, pebble_available
 from tests.aegis_process import AegisProcess
 from tests.test_acme_e2e import api, start_aegis
+from tests.test_acme_e2e import pebble as pebble  # the fixture
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,15 +25,6 @@ pytestmark = [
 ]
 
 NAME = "gone.example.test"
-
-
-@pytest.fixture
-def ca_server(tmp_path: Path) -> Iterator[PebbleServer]:
-    server = start_pebble(tmp_path / "pebble")
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def served_fingerprint(aegis: AegisProcess, root: Path) -> str | None:
@@ -59,12 +50,12 @@ def wait_for_served(aegis: AegisProcess, root: Path, not_this: str | None) -> st
 
 
 def test_deleting_a_served_lets_encrypt_certificate(tmp_path: Path,
-                                                    ca_server: PebbleServer) -> None:
+                                                    pebble: PebbleServer) -> None:
     root = tmp_path / "pebble-root.pem"
-    root.write_bytes(ca_server.root_pem())
+    root.write_bytes(pebble.root_pem())
     workdir = tmp_path / "aegis"
     workdir.mkdir()
-    aegis = start_aegis(workdir, ca_server)
+    aegis = start_aegis(workdir, pebble)
     try:
         status, host = api(aegis, "POST", "/hosts", {
             "domain": NAME, "upstream": "http://127.0.0.1:9", "ssl_mode": "letsencrypt"})
@@ -83,11 +74,11 @@ def test_deleting_a_served_lets_encrypt_certificate(tmp_path: Path,
         assert f"{NAME} (host {host['id']}) by autocert" in body["error"]["message"]
         assert served_fingerprint(aegis, root) == first  # nothing changed
 
-        orders = ca_server.orders_created()
+        orders = pebble.orders_created()
         status, body = api(aegis, "DELETE", f"/certificates/{old['id']}?force=true")
         assert status == 204, body
         second = wait_for_served(aegis, root, first)  # a new certificate, really served
-        assert ca_server.orders_created() > orders
+        assert pebble.orders_created() > orders
         status, listed = api(aegis, "GET", "/certificates")
         assert old["id"] not in [c["id"] for c in listed]
         (new,) = [c for c in listed if c["fingerprint_sha256"] == second]
