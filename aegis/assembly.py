@@ -143,7 +143,7 @@ def build_tree(
     admin_creator = AdminCertificateCreator(local.authority.admin)
     certificates = CertificateService(
         store, wrapper, registry, reactor, runner=cpu, trust_roots=load_trust_roots(),
-        publish=proxy.reload,
+        publish=proxy.reload, selection=selection, lifecycle=lifecycle, events=publisher,
     )
     context = AdminContext(
         store=store, wrapper=wrapper, local_ca=local.authority, clock=reactor,
