@@ -54,7 +54,7 @@ def host_object(ctx: AdminContext, host: HostRecord) -> dict[str, Any]:
     if ctx.lifecycle is not None and sources.for_mode(host.ssl_mode) is not None:
         document["issuance"] = [issuance_for_name(ctx.lifecycle, name) for name in host.names]
     if ctx.selection is not None:
-        chosen = ctx.selection.current().select(host.domain, _now(ctx))
+        chosen = ctx.selection.current().select(host.domain, _now(ctx), want=False)
         document["serving_certificate"] = {
             "step": chosen.step, "certificate_id": chosen.certificate.id,
             "source": chosen.certificate.source,

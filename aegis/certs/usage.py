@@ -26,7 +26,7 @@ from aegis.tls.selection import STEP_FALLBACK, STEP_HOST_BINDING, STEPS, Selecti
 class SelectionTableView(Protocol):
     """The part of :class:`aegis.tls.selection.SelectionTable` asked here."""
 
-    def select(self, server_name: str | None, now: datetime) -> Selection:
+    def select(self, server_name: str | None, now: datetime, want: bool = True) -> Selection:
         """The certificate a handshake for ``server_name`` gets at ``now``."""
 
 
@@ -72,7 +72,7 @@ def served_hosts(
     for host in hosts:
         if table is not None:
             for name in host.names:
-                chosen = table.select(name, now)
+                chosen = table.select(name, now, want=False)
                 cert_id = chosen.certificate.id
                 if chosen.step == STEP_FALLBACK or cert_id is None:
                     continue

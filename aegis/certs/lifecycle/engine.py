@@ -286,7 +286,7 @@ class LifecycleEngine(Service):
         now, budget = self.now(), self._budget
 
         def work(txn: IStoreTransaction) -> IssuanceState | None:
-            state = transitions.reset(txn, key)
+            state = transitions.reset(txn, key, keep_budget=True)
             if state is None:
                 return None
             wait = budget.earliest_attempt(state.recent_failures, now)

@@ -205,15 +205,18 @@ def revive(txn: IStoreTransaction, demand: Demand) -> IssuanceState:
     return state
 
 
-def reset(txn: IStoreTransaction, key: str) -> IssuanceState | None:
-    """Forget the backoff and the failure budget (an operator's "retry now", or the
-    certificate was deleted by force): the next attempt may start at once."""
+def reset(txn: IStoreTransaction, key: str, keep_budget: bool = False) -> IssuanceState | None:
+    """Forget the backoff (an operator's "retry now", or the certificate was deleted by
+    force): the next attempt may start at once. ``keep_budget`` keeps the recent failures,
+    so the CA's failed-validation limit still holds (a retry); a deleted certificate's
+    reset forgets them too."""
     state = txn.get_issuance_state(key)
     if state is None:
         return None
     if certificate_of(txn, state) is None:
         state = replace(state, certificate_id=None)
-    state = replace(state, failures=0, next_attempt_at=None, recent_failures=(),
+    recent = state.recent_failures if keep_budget else ()
+    state = replace(state, failures=0, next_attempt_at=None, recent_failures=recent,
                     renews_at=None if state.certificate_id is None else state.renews_at)
     if state.status == "failed":
         state = replace(state, status="wanted" if state.certificate_id is None else "valid")
