@@ -1,4 +1,4 @@
-"""The ``aegis`` command: ``run``, ``rotate-key``, ``generate-key``, ``version``.
+"""The ``aegis`` command: ``run`` and the key tools here, the shell commands in sibling modules.
 
 ``aegis run`` builds the same service tree as ``twistd -n aegis`` and runs it in the
 foreground with logs on stdout. It differs from twistd in one way operators rely on: after
@@ -23,6 +23,10 @@ from twisted.python import usage
 from twisted.python.reflect import qual
 
 from aegis import __version__
+from aegis.cli._certs import CertsOptions, TrustBundle
+from aegis.cli._command import ClientCommand, leaf, run_client_command
+from aegis.cli._hosts import HostsOptions
+from aegis.cli._status import Check, Status
 from aegis.config import ConfigError, Settings
 from aegis.crypto.keywrap import MasterKey, MasterKeyError
 from aegis.crypto.masterkey import rotate_master_key
@@ -52,6 +56,11 @@ class AegisOptions(usage.Options):
         ["rotate-key", None, RotateKeyOptions, "Re-encrypt stored keys under a new master key."],
         ["generate-key", None, usage.Options, "Print a new random master key (64 hex)."],
         ["version", None, usage.Options, "Print the version."],
+        ["hosts", None, HostsOptions, "Proxy hosts: list, show, add, rm (admin API)."],
+        ["certs", None, CertsOptions, "Certificates: list, show, import, rm, renew."],
+        ["trust-bundle", None, TrustBundle, "Download the local CA trust bundle."],
+        ["status", None, Status, "Health and what is failing."],
+        ["check", None, Check, "Exit 0 OK, 1 warning, 2 critical (for monitoring)."],
     ]
 
     def postOptions(self) -> None:
@@ -121,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as exc:
         exit_with_error(f"{exc} (see `aegis --help`)")
     command, sub = options.subCommand, options.subOptions
+    chosen = leaf(options)
+    if isinstance(chosen, ClientCommand):
+        return run_client_command(chosen)
     if command == "run":
         return run(sub)
     if command == "rotate-key":
