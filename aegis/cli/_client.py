@@ -21,13 +21,11 @@ import http.client
 import json
 import os
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-from twisted.python import usage
 
 DEFAULT_ADMIN_URL = "https://127.0.0.1:9443"
 CA_CERT_FILE = "aegis-local-ca.crt"
@@ -45,53 +43,6 @@ class CommandFailed(Exception):
         self.status = status
         self.http_status = http_status
         self.code = code
-
-
-class ClientOptions(usage.Options):
-    """Options every command that talks to the server shares."""
-
-    optFlags = [["json", None, "Print JSON for scripts instead of a table."]]
-    optParameters = [
-        ["admin-url", None, None, "Admin API base URL [env AEGIS_ADMIN_URL; default: from "
-         "AEGIS_ADMIN_LISTEN, else https://127.0.0.1:9443]"],
-        ["token-file", None, None, "File holding the admin token [default: env "
-         "AEGIS_ADMIN_TOKEN, else <data dir>/admin-token]"],
-        ["ca-file", None, None, "CA certificate that signs the admin listener's certificate "
-         "[default: <ssl cache dir>/aegis-local-ca.crt]"],
-        ["data-dir", None, None, "Data directory [env AEGIS_DATA_DIR; default: data]"],
-        ["ssl-cache-dir", None, None,
-         "SSL cache directory [env AEGIS_SSL_CACHE_DIR; default: .cache/ssl]"],
-    ]
-
-    def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        """Options may follow the arguments (``aegis hosts add a.example http://x --alias
-        www.a.example``): getopt stops at the first argument, so move them in front."""
-        super().parseOptions(options_first(self, list(options or [])))
-
-
-def options_first(parser: usage.Options, argv: list[str]) -> list[str]:
-    """``argv`` with every option (and its value) before the plain arguments."""
-    takes_value = {f"--{name[:-1]}" for name in parser.longOpt if name.endswith("=")}
-    short = parser.shortOpt
-    short_values = {f"-{letter}" for index, letter in enumerate(short)
-                    if letter != ":" and short[index + 1:index + 2] == ":"}
-    flags: list[str] = []
-    plain: list[str] = []
-    index = 0
-    while index < len(argv):
-        word = argv[index]
-        if word == "--":
-            plain.extend(argv[index + 1:])
-            break
-        if word.startswith("-") and word != "-":
-            flags.append(word)
-            if (word in takes_value or word in short_values) and index + 1 < len(argv):
-                flags.append(argv[index + 1])
-                index += 1
-        else:
-            plain.append(word)
-        index += 1
-    return [*flags, "--", *plain] if plain else flags
 
 
 def _admin_url_from_listen(description: str) -> str:

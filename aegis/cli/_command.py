@@ -9,19 +9,17 @@ and its exit status: a person never sees a traceback, a script gets a non-zero s
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from twisted.python import usage
 
-from aegis.cli._client import AdminClient, ClientOptions, CommandFailed, Target
+from aegis.cli._client import AdminClient, CommandFailed, Target
 
 
-class ClientCommand(ClientOptions):
-    """Options of one command; subclasses implement :meth:`execute`.
-
-    ``arguments`` names the positional arguments; they land in ``self[name]``, and one
-    named ``id`` must be a positive number (``id_of`` says whose, for the message).
-    """
+class Arguments(usage.Options):
+    """Positional arguments by name: ``arguments`` lists them, they land in ``self[name]``;
+    one named ``id`` must be a positive number (``id_of`` says whose, for the message)."""
 
     arguments: ClassVar[tuple[str, ...]] = ()
     id_of: ClassVar[str] = "the id"
@@ -32,6 +30,58 @@ class ClientCommand(ClientOptions):
             raise usage.UsageError(f"expected {wanted or 'no arguments'}")
         for name, value in zip(self.arguments, args, strict=True):
             self[name] = positive_id(value, self.id_of) if name == "id" else value
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Options may follow the arguments (``aegis hosts add a.example http://x --alias
+        www.a.example``): getopt stops at the first argument, so move them in front."""
+        super().parseOptions(options_first(self, list(options or [])))
+
+
+class ClientOptions(Arguments):
+    """Options every command that talks to the server shares."""
+
+    optFlags = [["json", None, "Print JSON for scripts instead of a table."]]
+    optParameters = [
+        ["admin-url", None, None, "Admin API base URL [env AEGIS_ADMIN_URL; default: from "
+         "AEGIS_ADMIN_LISTEN, else https://127.0.0.1:9443]"],
+        ["token-file", None, None, "File holding the admin token [default: env "
+         "AEGIS_ADMIN_TOKEN, else <data dir>/admin-token]"],
+        ["ca-file", None, None, "CA certificate that signs the admin listener's certificate "
+         "[default: <ssl cache dir>/aegis-local-ca.crt]"],
+        ["data-dir", None, None, "Data directory [env AEGIS_DATA_DIR; default: data]"],
+        ["ssl-cache-dir", None, None,
+         "SSL cache directory [env AEGIS_SSL_CACHE_DIR; default: .cache/ssl]"],
+    ]
+
+
+def options_first(parser: usage.Options, argv: list[str]) -> list[str]:
+    """``argv`` with every option (and its value) before the plain arguments."""
+    takes_value = {f"--{name[:-1]}" for name in parser.longOpt if name.endswith("=")}
+    short = parser.shortOpt
+    short_values = {f"-{letter}" for index, letter in enumerate(short)
+                    if letter != ":" and short[index + 1:index + 2] == ":"}
+    flags: list[str] = []
+    plain: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            plain.extend(argv[index + 1:])
+            break
+        if word.startswith("-") and word != "-":
+            flags.append(word)
+            if (word in takes_value or word in short_values) and index + 1 < len(argv):
+                flags.append(argv[index + 1])
+                index += 1
+        else:
+            plain.append(word)
+        index += 1
+    return [*flags, "--", *plain] if plain else flags
+
+
+class ClientCommand(ClientOptions):
+    """Options of one command that talks to the server; subclasses implement
+    :meth:`execute`."""
 
     def execute(self, client: AdminClient) -> int:
         raise NotImplementedError(type(self).__name__)
@@ -86,3 +136,21 @@ class Group(usage.Options):
         if self.subCommand is None:
             names = "|".join(name for name, *_ in getattr(self, "subCommands", []))
             raise usage.UsageError(f"give a sub-command: {names}")
+
+
+class LocalCommand(Arguments):
+    """A command that works on the files of this machine (backup, restore), not the API."""
+
+    def execute(self) -> int:
+        raise NotImplementedError(type(self).__name__)
+
+
+def run_local_command(command: LocalCommand) -> int:
+    try:
+        return command.execute()
+    except CommandFailed as exc:
+        error_line(str(exc))
+        return exc.status
+    except KeyboardInterrupt:
+        error_line("interrupted; nothing was changed")
+        return 130

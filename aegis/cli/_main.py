@@ -23,9 +23,17 @@ from twisted.python import usage
 from twisted.python.reflect import qual
 
 from aegis import __version__
+from aegis.cli._backup import BackupCommand
 from aegis.cli._certs import CertsOptions, TrustBundle
-from aegis.cli._command import ClientCommand, leaf, run_client_command
+from aegis.cli._command import (
+    ClientCommand,
+    LocalCommand,
+    leaf,
+    run_client_command,
+    run_local_command,
+)
 from aegis.cli._hosts import HostsOptions
+from aegis.cli._restore import RestoreCommand
 from aegis.cli._status import Check, Status
 from aegis.config import ConfigError, Settings
 from aegis.crypto.keywrap import MasterKey, MasterKeyError
@@ -61,6 +69,8 @@ class AegisOptions(usage.Options):
         ["trust-bundle", None, TrustBundle, "Download the local CA trust bundle."],
         ["status", None, Status, "Health and what is failing."],
         ["check", None, Check, "Exit 0 OK, 1 warning, 2 critical (for monitoring)."],
+        ["backup", None, BackupCommand, "Write a consistent backup of the database."],
+        ["restore", None, RestoreCommand, "Restore a backup into a stopped instance."],
     ]
 
     def postOptions(self) -> None:
@@ -133,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = leaf(options)
     if isinstance(chosen, ClientCommand):
         return run_client_command(chosen)
+    if isinstance(chosen, LocalCommand):
+        return run_local_command(chosen)
     if command == "run":
         return run(sub)
     if command == "rotate-key":
