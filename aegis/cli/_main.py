@@ -32,6 +32,7 @@ from aegis.cli._command import (
     run_client_command,
     run_local_command,
 )
+from aegis.cli._export import ExportCommand, ImportCommand
 from aegis.cli._hosts import HostsOptions
 from aegis.cli._restore import RestoreCommand
 from aegis.cli._status import Check, Status
@@ -71,6 +72,8 @@ class AegisOptions(usage.Options):
         ["check", None, Check, "Exit 0 OK, 1 warning, 2 critical (for monitoring)."],
         ["backup", None, BackupCommand, "Write a consistent backup of the database."],
         ["restore", None, RestoreCommand, "Restore a backup into a stopped instance."],
+        ["export", None, ExportCommand, "Export hosts and certificates as JSON."],
+        ["import", None, ImportCommand, "Import an export through the admin API."],
     ]
 
     def postOptions(self) -> None:
