@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from twisted.python import usage
+
 from aegis import __version__
 from aegis.cli._archive import DATABASE, FORMAT, FORMAT_VERSION, file_digest, write_backup
 from aegis.cli._client import CommandFailed
@@ -118,7 +120,15 @@ class BackupCommand(LocalCommand):
                 "Aegis runs or not. See docs/backup.md.")
     optParameters = [
         ["data-dir", None, None, "Directory of aegis.db [env AEGIS_DATA_DIR; default: data]"],
+        ["step-pages", None, str(PAGES_PER_STEP), "Database pages copied per step (progress "
+         "is shown after each)"],
     ]
+
+    def postOptions(self) -> None:
+        step = str(self["step-pages"])
+        if not step.isdigit() or not 1 <= int(step) <= 1_000_000:
+            raise usage.UsageError("--step-pages takes a number of pages, 1 to 1000000")
+        self["step-pages"] = int(step)
 
     arguments = ("out",)
 
@@ -132,7 +142,7 @@ class BackupCommand(LocalCommand):
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".aegis-backup-") as work:
             copy = Path(work) / DATABASE
             created = to_text(utcnow())
-            facts = copy_database(database, copy, Progress("backup"))
+            facts = copy_database(database, copy, Progress("backup"), self["step-pages"])
             manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 "aegis_version": __version__, "created_at": created, **facts,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -39,8 +40,23 @@ from aegis.cli._status import Check, Status
 from aegis.config import ConfigError, Settings
 from aegis.crypto.keywrap import MasterKey, MasterKeyError
 from aegis.crypto.masterkey import rotate_master_key
-from aegis.tap import Options as RunOptions
-from aegis.tap import exit_with_error, makeService
+
+if TYPE_CHECKING:
+    from aegis.tap import Options as RunOptions
+
+
+def exit_with_error(message: str) -> NoReturn:
+    from aegis.tap import exit_with_error as exit_
+
+    exit_(message)
+
+
+def _run_options() -> usage.Options:
+    """``aegis run``'s options, imported only when chosen: the server's modules take a
+    second to import, which every shell command would otherwise pay."""
+    from aegis.tap import Options
+
+    return Options()
 
 
 class RotateKeyOptions(usage.Options):
@@ -61,7 +77,7 @@ class AegisOptions(usage.Options):
     synopsis = "COMMAND [options]"
     longdesc = "Aegis: TLS-terminating reverse proxy with certificate management."
     subCommands = [
-        ["run", None, RunOptions, "Run Aegis in the foreground (logs on stdout)."],
+        ["run", None, _run_options, "Run Aegis in the foreground (logs on stdout)."],
         ["rotate-key", None, RotateKeyOptions, "Re-encrypt stored keys under a new master key."],
         ["generate-key", None, usage.Options, "Print a new random master key (64 hex)."],
         ["version", None, usage.Options, "Print the version."],
@@ -89,6 +105,8 @@ def _start_logging() -> None:
 
 def run(options: RunOptions) -> int:
     from twisted.internet import reactor
+
+    from aegis.tap import makeService
 
     _start_logging()
     Logger(namespace="aegis.cli").info("reactor: {reactor}", reactor=qual(type(reactor)))

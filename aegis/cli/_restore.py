@@ -26,7 +26,6 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from aegis.bootstrap import LOCK_FILE, StartupError, acquire_instance_lock
 from aegis.cli._archive import DATABASE, extract_database, read_manifest
 from aegis.cli._backup import settings_for
 from aegis.cli._client import CommandFailed
@@ -89,10 +88,12 @@ def check_key(stored: dict[str, str], manifest: dict[str, Any], key: MasterKey |
     return "its own stored master key opens it: start Aegis without AEGIS_SSL_KEY"
 
 
-def _lock(data_dir: Path) -> IO[bytes] | None:
+def _lock(data_dir: Path, always: bool = False) -> IO[bytes] | None:
     """Hold the data directory's lock, or refuse while a server holds it. A directory
     without a lock file has never had a server; it is locked once the checks passed."""
-    if not (data_dir / LOCK_FILE).exists():
+    from aegis.bootstrap import LOCK_FILE, StartupError, acquire_instance_lock
+
+    if not always and not (data_dir / LOCK_FILE).exists():
         return None
     try:
         return acquire_instance_lock(data_dir)
@@ -180,10 +181,8 @@ class RestoreCommand(LocalCommand):
                                f"Aegis; this one knows up to {LATEST_VERSION}")
             key_note = check_key(stored, manifest, key, origin)
             if lock is None:
-                try:
-                    lock = acquire_instance_lock(data_dir)
-                except StartupError as exc:
-                    raise _refused(str(exc)) from None
+                lock = _lock(data_dir, always=True)
+                assert lock is not None
             try:
                 kept = _set_aside(data_dir / DATABASE)
                 os.replace(restored, data_dir / DATABASE)
