@@ -3,6 +3,7 @@ errors in words with a non-zero status, and ``aegis check``'s exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
@@ -16,9 +17,12 @@ from typing import Any
 import pytest
 import trustme
 
+from aegis.cli._client import Target
+from aegis.cli._command import options_first
+from aegis.cli._hosts import AddHost
 from aegis.cli._status import health_counts
 from tests.aegis_process import AegisProcess, run_aegis
-from tests.cli_support import cli, pointed_at, running, write_pair
+from tests.cli_support import cli, pointed_at, running, served_fingerprint, write_pair
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,23 @@ def test_certificate_and_host_commands(server: AegisProcess, tmp_path: Path) -> 
     gone = cli("hosts", "show", str(host["id"]))
     assert gone.status == 1 and "no host" in gone.err
     assert json.loads(cli("certs", "rm", str(cert_id), "--json").out) == {"deleted": cert_id}
+
+
+def test_host_with_an_inline_certificate(server: AegisProcess, tmp_path: Path) -> None:
+    cert, key, fingerprint = write_pair(tmp_path, "inline", "inline.example.com")
+    added = cli("hosts", "add", "inline.example.com", "http://127.0.0.1:9", "--cert-file",
+                str(cert), "--key-file", str(key), "--tls-min-version", "1.3", "--json")
+    assert added.status == 0, added
+    host = json.loads(added.out)
+    assert host["ssl_mode"] == "custom" and host["tls_min_version"] == "1.3"
+    assert json.loads(cli("certs", "show", str(host["ssl_cert_id"]), "--json").out)[
+        "fingerprint_sha256"] == fingerprint
+    assert served_fingerprint(server.ports["HTTPS listener"], "inline.example.com") == (
+        fingerprint)
+    assert cli("hosts", "add", "x.example", "http://127.0.0.1:9", "--cert-file",
+               str(cert)).status == 2  # a key file goes with it
+    assert cli("hosts", "rm", str(host["id"])).status == 0
+    assert cli("certs", "rm", str(host["ssl_cert_id"])).status == 0
 
 
 def test_refusals_are_words_not_tracebacks(server: AegisProcess, tmp_path: Path) -> None:
@@ -160,13 +181,16 @@ def test_check_and_status_follow_the_certificates(server: AegisProcess, tmp_path
                      env=env).returncode == 2
 
 
-# ``GET /api/v1/health`` is read when the server offers it: a stand-in admin API over HTTPS.
+# Routes the running server does not have yet (``GET /api/v1/health``, the issuance retry)
+# and states it cannot reach quickly (an automatic certificate): a stand-in admin API.
 class _FakeAdmin(BaseHTTPRequestHandler):
-    health: tuple[int, Any] = (404, {"error": {"code": "not_found", "message": "no"}})
+    routes: dict[tuple[str, str], tuple[int, Any]] = {}
+    seen: list[tuple[str, str]] = []
 
-    def do_GET(self) -> None:
-        status, body = {"/api/v1/health": self.health, "/api/v1/certificates": (200, []),
-                        "/api/v1/hosts": (200, [])}.get(self.path, (404, {}))
+    def _answer(self) -> None:
+        self.seen.append((self.command, self.path))
+        status, body = self.routes.get((self.command, self.path), (
+            404, {"error": {"code": "not_found", "message": "no such route", "field": None}}))
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -174,8 +198,36 @@ class _FakeAdmin(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    do_GET = do_POST = _answer
+
     def log_message(self, *args: object) -> None:
         pass
+
+
+@contextlib.contextmanager
+def fake_admin(tmp_path: Path, routes: dict[tuple[str, str], tuple[int, Any]],
+               seen: list[tuple[str, str]] | None = None) -> Iterator[list[str]]:
+    """Serve ``routes`` over HTTPS; yield the CLI options that reach it."""
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    handler = type("Handler", (_FakeAdmin,), {"routes": routes, "seen": [] if seen is None
+                                              else seen})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    ca.cert_pem.write_to_path(str(tmp_path / "fake-ca.pem"))
+    token = tmp_path / "fake-token"
+    token.write_text("a-token-for-the-fake-api")
+    try:
+        yield ["--admin-url", f"https://127.0.0.1:{httpd.server_address[1]}",
+               "--ca-file", str(tmp_path / "fake-ca.pem"), "--token-file", str(token)]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+EMPTY = {("GET", "/api/v1/certificates"): (200, []), ("GET", "/api/v1/hosts"): (200, [])}
 
 
 @pytest.mark.parametrize(("health", "expected"), [
@@ -186,25 +238,32 @@ class _FakeAdmin(BaseHTTPRequestHandler):
     ((503, {"status": "failing"}), 2),
     ((503, "not json at all"), 2),
 ])
-def test_check_reads_the_health_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         health: tuple[int, Any], expected: int) -> None:
-    ca = trustme.CA()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    handler = type("Handler", (_FakeAdmin,), {"health": health})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    monkeypatch.setenv("AEGIS_ADMIN_TOKEN", "a-token-for-the-fake-api")
-    try:
-        result = cli("check", "--json", "--admin-url",
-                     f"https://127.0.0.1:{httpd.server_address[1]}", "--ca-file",
-                     str(tmp_path / "ca.pem"))
-    finally:
-        httpd.shutdown()
+def test_check_reads_the_health_endpoint(tmp_path: Path, health: tuple[int, Any],
+                                         expected: int) -> None:
+    with fake_admin(tmp_path, {**EMPTY, ("GET", "/api/v1/health"): health}) as options:
+        result = cli("check", "--json", *options)
     assert result.status == expected, result
     assert json.loads(result.out)["exit_code"] == expected
+
+
+AUTOMATIC = {"id": 7, "domains": ["auto.example"], "source": "letsencrypt", "hosts": []}
+AUTO_HOST = {"id": 3, "domain": "auto.example", "aliases": [], "ssl_mode": "letsencrypt",
+             "acme": [{"name": "auto.example", "certificate_id": 7}]}
+
+
+def test_renew_an_automatic_certificate_asks_for_a_retry(tmp_path: Path) -> None:
+    routes = {("GET", "/api/v1/certificates/7"): (200, AUTOMATIC),
+              ("GET", "/api/v1/hosts"): (200, [AUTO_HOST])}
+    seen: list[tuple[str, str]] = []
+    with fake_admin(tmp_path, routes, seen) as options:
+        unsupported = cli("certs", "renew", "7", *options)
+        assert unsupported.status == 1
+        assert "does not support renewing on demand" in unsupported.err
+        routes[("POST", "/api/v1/hosts/3/issuance/retry")] = (202, {"status": "obtaining"})
+        renewed = cli("certs", "renew", "7", "--json", *options)
+    assert renewed.status == 0, renewed
+    assert json.loads(renewed.out)["retried"][0]["host_id"] == 3
+    assert seen.count(("POST", "/api/v1/hosts/3/issuance/retry")) == 2
 
 
 def test_health_counts_are_found_where_they_sit() -> None:
@@ -213,3 +272,29 @@ def test_health_counts_are_found_where_they_sit() -> None:
         "expiring": 3}
     assert health_counts(["not", "a", "mapping"]) == {}
     assert health_counts(None) == {}
+
+
+@pytest.mark.parametrize(("listen", "url"), [
+    ("", "https://127.0.0.1:9443"),
+    ("tcp:9443:interface=127.0.0.1", "https://127.0.0.1:9443"),
+    ("tcp:9555:interface=\\:\\:1", "https://[::1]:9555"),
+    ("tcp:port=9558:interface=127.0.0.2", "https://127.0.0.2:9558"),
+    ("nonsense", "https://127.0.0.1:9443"),
+    ("tcp:9556", "https://127.0.0.1:9556"),
+    ("tcp:9557:interface=0.0.0.0", "https://127.0.0.1:9557"),
+    ("unix:/run/aegis.sock", "https://127.0.0.1:9443"),
+])
+def test_admin_url_follows_the_admin_listener(listen: str, url: str) -> None:
+    target = Target.from_options({}, {"AEGIS_ADMIN_LISTEN": listen})
+    assert target.base_url == url
+    assert Target.from_options({"admin-url": "https://h:1/"}, {}).base_url == "https://h:1"
+    assert Target.from_options({}, {"AEGIS_ADMIN_URL": "https://e:2"}).base_url == "https://e:2"
+
+
+def test_options_may_follow_arguments() -> None:
+    add = AddHost()
+    add.parseOptions(["a.example", "--alias", "b.example", "http://127.0.0.1:1", "--json",
+                      "--alias=c.example"])
+    assert (add["domain"], add["upstream"]) == ("a.example", "http://127.0.0.1:1")
+    assert add["aliases"] == ["b.example", "c.example"] and add["json"]
+    assert options_first(add, ["--", "-x"]) == ["--", "-x"]

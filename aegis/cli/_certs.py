@@ -18,7 +18,7 @@ from twisted.python import usage
 
 from aegis.cli import _output as output
 from aegis.cli._client import AdminClient, CommandFailed, failure
-from aegis.cli._command import ClientCommand, Group, positive_id
+from aegis.cli._command import ClientCommand, Group, ListCommand, RemoveCommand, positive_id
 from aegis.cli._hosts import read_text
 
 CERT_COLUMNS: list[output.Column] = [
@@ -33,24 +33,15 @@ CERT_COLUMNS: list[output.Column] = [
 ]
 
 
-class ListCertificates(ClientCommand):
-    synopsis = "[--json]"
+class ListCertificates(ListCommand):
     longdesc = "List every stored certificate: names, source, expiry, status, hosts."
-
-    def execute(self, client: AdminClient) -> int:
-        certificates = client.call("GET", "/api/v1/certificates")
-        if self.as_json:
-            output.print_json(certificates)
-        else:
-            output.table(certificates, CERT_COLUMNS, empty="no certificates")
-        return 0
+    collection, columns, empty = "/api/v1/certificates", CERT_COLUMNS, "no certificates"
 
 
 class ShowCertificate(ClientCommand):
     synopsis = "ID [--chain] [--json]"
     longdesc = "Show one certificate; --chain prints its public chain (PEM) instead."
     optFlags = [["chain", None, "Print the certificate chain (PEM, leaf first)."]]
-
     arguments = ("id",)
     id_of = "the certificate id"
 
@@ -71,6 +62,7 @@ class ShowCertificate(ClientCommand):
 
 class ImportCertificate(ClientCommand):
     synopsis = "CERT_FILE KEY_FILE [--domain NAME]... [--replace ID]"
+    arguments = ("cert-file", "key-file")
     longdesc = ("Upload a certificate (PEM, optionally followed by its intermediates) and its "
                 "private key. With --replace ID, renew that custom certificate in place: hosts "
                 "bound to it serve the new one at once.")
@@ -86,8 +78,6 @@ class ImportCertificate(ClientCommand):
     def opt_domain(self, name: str) -> None:
         """A name the certificate must cover (repeat for several; checked by the server)."""
         self["domains"].append(name)
-
-    arguments = ("cert-file", "key-file")
 
     def postOptions(self) -> None:
         if self["replace"] is not None:
@@ -114,20 +104,9 @@ class ImportCertificate(ClientCommand):
         return 0
 
 
-class RemoveCertificate(ClientCommand):
-    synopsis = "ID"
+class RemoveCertificate(RemoveCommand):
     longdesc = "Delete a certificate that no host uses (the server names the hosts if any)."
-
-    arguments = ("id",)
-    id_of = "the certificate id"
-
-    def execute(self, client: AdminClient) -> int:
-        client.call("DELETE", f"/api/v1/certificates/{self['id']}")
-        if self.as_json:
-            output.print_json({"deleted": self["id"]})
-        else:
-            print(f"deleted certificate {self['id']}")
-        return 0
+    id_of, collection, noun = "the certificate id", "/api/v1/certificates", "certificate"
 
 
 def _hosts_of(client: AdminClient, certificate: dict[str, Any]) -> list[int]:
@@ -149,7 +128,6 @@ class RenewCertificate(ClientCommand):
                 "is re-ordered through the lifecycle's retry for each host it serves; an "
                 "uploaded one is renewed by uploading its successor with "
                 "`aegis certs import --replace ID`.")
-
     arguments = ("id",)
     id_of = "the certificate id"
 

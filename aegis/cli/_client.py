@@ -46,16 +46,18 @@ class CommandFailed(Exception):
 
 
 def _admin_url_from_listen(description: str) -> str:
-    """``https://HOST:PORT`` for a ``tcp:`` listener description, else the default."""
-    parts = description.split(":")
-    if not parts or parts[0].strip().lower() != "tcp":
+    """``https://HOST:PORT`` for a TCP listener description, else the default."""
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        endpoint = serverFromString(MemoryReactor(), description)
+    except (ValueError, TypeError, KeyError):
         return DEFAULT_ADMIN_URL
-    port = next((part for part in parts[1:] if part.isdigit()), None)
-    interface = next((part.split("=", 1)[1] for part in parts[1:]
-                      if part.startswith("interface=")), "127.0.0.1")
-    if port is None or port == "0":
+    port, interface = getattr(endpoint, "_port", None), getattr(endpoint, "_interface", None)
+    if not isinstance(port, int) or port == 0:
         return DEFAULT_ADMIN_URL
-    if interface in ("", "0.0.0.0", "::"):  # noqa: S104 - reaching it, not binding
+    if not interface or interface in ("0.0.0.0", "::"):  # noqa: S104 - reaching it, not binding
         interface = "127.0.0.1"
     host = f"[{interface}]" if ":" in interface else interface
     return f"https://{host}:{port}"

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from twisted.python import usage
 
+from aegis.cli import _output as output
 from aegis.cli._client import AdminClient, CommandFailed, Target
 
 
@@ -94,6 +95,40 @@ class ClientCommand(ClientOptions):
     @property
     def as_json(self) -> bool:
         return bool(self["json"])
+
+
+class ListCommand(ClientCommand):
+    """``list``: GET ``collection``, a table of ``columns`` or the API's JSON."""
+
+    synopsis = "[--json]"
+    collection: ClassVar[str] = ""
+    columns: ClassVar[list[output.Column]] = []
+    empty: ClassVar[str] = "(none)"
+
+    def execute(self, client: AdminClient) -> int:
+        items = client.call("GET", self.collection)
+        if self.as_json:
+            output.print_json(items)
+        else:
+            output.table(items, self.columns, empty=self.empty)
+        return 0
+
+
+class RemoveCommand(ClientCommand):
+    """``rm ID``: DELETE ``collection``/ID; ``{"deleted": ID}`` with --json."""
+
+    synopsis = "ID"
+    arguments = ("id",)
+    collection: ClassVar[str] = ""
+    noun: ClassVar[str] = ""
+
+    def execute(self, client: AdminClient) -> int:
+        client.call("DELETE", f"{self.collection}/{self['id']}")
+        if self.as_json:
+            output.print_json({"deleted": self["id"]})
+        else:
+            print(f"deleted {self.noun} {self['id']}")
+        return 0
 
 
 def positive_id(value: str, what: str) -> int:

@@ -180,6 +180,17 @@ class Outcome:
         self.rows.append({"kind": kind, "export_id": old_id, "name": name, "result": result,
                           "id": new_id, "reason": reason})
 
+    def create(self, client: AdminClient, path: str, body: dict[str, Any], kind: str,
+               old_id: Any, name: str) -> dict[str, Any] | None:
+        """POST ``body``; record it created, or failed with the server's message."""
+        try:
+            created: dict[str, Any] = client.call("POST", path, body)
+        except CommandFailed as exc:
+            self.add(kind, old_id, name, "failed", None, str(exc))
+            return None
+        self.add(kind, old_id, name, "created", created["id"])
+        return created
+
     def failed(self) -> bool:
         return any(row["result"] == "failed" for row in self.rows)
 
@@ -206,14 +217,11 @@ def _import_certificates(client: AdminClient, document: dict[str, Any],
             body = {"cert_pem": cert.get("chain_pem"), "key_pem": cert["key_pem"]}
             if secret is not None:
                 body["key_passphrase"] = secret.decode("utf-8")
-            try:
-                created = client.call("POST", "/api/v1/certificates", body)
-            except CommandFailed as exc:
-                outcome.add("certificate", old, name, "failed", None, str(exc))
-                continue
-            mapping[old] = created["id"]
-            present[created.get("fingerprint_sha256")] = created["id"]
-            outcome.add("certificate", old, name, "created", created["id"])
+            created = outcome.create(client, "/api/v1/certificates", body,
+                                     "certificate", old, name)
+            if created is not None:
+                mapping[old] = created["id"]
+                present[created.get("fingerprint_sha256")] = created["id"]
     return mapping
 
 
@@ -232,13 +240,9 @@ def _import_hosts(client: AdminClient, document: dict[str, Any], mapping: dict[A
                             f"{body['ssl_cert_id']} was not imported")
                 continue
             body["ssl_cert_id"] = mapping[body["ssl_cert_id"]]
-        try:
-            created = client.call("POST", "/api/v1/hosts", body)
-        except CommandFailed as exc:
-            outcome.add("host", old, name, "failed", None, str(exc))
-            continue
-        present[name] = created["id"]
-        outcome.add("host", old, name, "created", created["id"])
+        created = outcome.create(client, "/api/v1/hosts", body, "host", old, name)
+        if created is not None:
+            present[name] = created["id"]
 
 
 class ImportCommand(ClientCommand):

@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from aegis.cli import _output as output
 from aegis.cli._client import AdminClient, CommandFailed
-from aegis.cli._command import ClientCommand, Group, positive_id
+from aegis.cli._command import ClientCommand, Group, ListCommand, RemoveCommand, positive_id
 
 HOST_COLUMNS: list[output.Column] = [
     ("ID", output.field("id")),
@@ -34,24 +34,15 @@ def _serving(chosen: Any) -> str:
     return f"{chosen.get('source')} #{chosen.get('certificate_id')} ({chosen.get('step')})"
 
 
-class ListHosts(ClientCommand):
-    synopsis = "[--json]"
-    longdesc = "List every proxy host and the certificate each one is served with."
-
-    def execute(self, client: AdminClient) -> int:
-        hosts = client.call("GET", "/api/v1/hosts")
-        if self.as_json:
-            output.print_json(hosts)
-        else:
-            output.table(hosts, HOST_COLUMNS, empty="no proxy hosts")
-        return 0
+class ListHosts(ListCommand):
+    longdesc = "List every proxy host and the certificate it is served with."
+    collection, columns, empty = "/api/v1/hosts", HOST_COLUMNS, "no proxy hosts"
 
 
 class ShowHost(ClientCommand):
     synopsis = "ID [--json]"
     longdesc = ("Show one proxy host: its settings, the certificate it is served with, and "
                 "where automatic issuance stands for each of its names.")
-
     arguments = ("id",)
     id_of = "the host id"
 
@@ -79,6 +70,7 @@ def _flag(value: str, name: str) -> bool:
 
 class AddHost(ClientCommand):
     synopsis = "DOMAIN UPSTREAM [options]"
+    arguments = ("domain", "upstream")
     longdesc = ("Create a proxy host for DOMAIN sending requests to UPSTREAM "
                 "(http://host:port or https://host:port). With --cert-id, or --cert-file and "
                 "--key-file, the host serves that certificate (ssl_mode custom).")
@@ -102,8 +94,6 @@ class AddHost(ClientCommand):
     def opt_alias(self, name: str) -> None:
         """A further name of the host (repeat for several)."""
         self["aliases"].append(name)
-
-    arguments = ("domain", "upstream")
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"domain": self["domain"], "upstream": self["upstream"]}
@@ -147,20 +137,9 @@ class AddHost(ClientCommand):
         return 0
 
 
-class RemoveHost(ClientCommand):
-    synopsis = "ID"
+class RemoveHost(RemoveCommand):
     longdesc = "Delete a proxy host. Its certificate stays stored."
-
-    arguments = ("id",)
-    id_of = "the host id"
-
-    def execute(self, client: AdminClient) -> int:
-        client.call("DELETE", f"/api/v1/hosts/{self['id']}")
-        if self.as_json:
-            output.print_json({"deleted": self["id"]})
-        else:
-            print(f"deleted host {self['id']}")
-        return 0
+    id_of, collection, noun = "the host id", "/api/v1/hosts", "host"
 
 
 class HostsOptions(Group):

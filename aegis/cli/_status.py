@@ -57,6 +57,10 @@ class Report:
     def level(self) -> int:
         return max((finding.level for finding in self.findings), default=OK)
 
+    def print_findings(self) -> None:
+        for finding in self.findings:
+            print(f"  {LEVEL_NAMES[finding.level]}: {finding.message}")
+
     def document(self) -> dict[str, Any]:
         by_status = Counter(str(cert.get("status")) for cert in self.certificates)
         return {
@@ -188,8 +192,7 @@ class Status(_Thresholds):
                              in summary["certificates_by_status"].items())
         print(f"certificates: {summary['certificates']}" + (f" ({statuses})" if statuses else ""))
         print(f"overall:      {LEVEL_NAMES[report.level]}")
-        for finding in report.findings:
-            print(f"  {LEVEL_NAMES[finding.level]}: {finding.message}")
+        report.print_findings()
         return 0
 
 
@@ -208,8 +211,7 @@ class Check(_Thresholds):
         counts = report.document()["counts"]
         print(f"{LEVEL_NAMES[report.level]}: {counts['certificates']} certificate(s), "
               f"{counts['hosts']} host(s), {len(report.findings)} finding(s)")
-        for finding in report.findings:
-            print(f"  {LEVEL_NAMES[finding.level]}: {finding.message}")
+        report.print_findings()
         return report.level
 
     def failed(self, error: CommandFailed) -> int:
