@@ -118,6 +118,7 @@ class BackupCommand(LocalCommand):
     longdesc = ("Write a consistent copy of the database (certificates with their keys "
                 "still sealed, hosts, settings) and a manifest to FILE (a .tar.gz), while "
                 "Aegis runs or not. See docs/backup.md.")
+    arguments = ("out",)
     optParameters = [
         ["data-dir", None, None, "Directory of aegis.db [env AEGIS_DATA_DIR; default: data]"],
         ["step-pages", None, str(PAGES_PER_STEP), "Database pages copied per step (progress "
@@ -130,8 +131,6 @@ class BackupCommand(LocalCommand):
             raise usage.UsageError("--step-pages takes a number of pages, 1 to 1000000")
         self["step-pages"] = int(step)
 
-    arguments = ("out",)
-
     def execute(self) -> int:
         settings = settings_for({"data_dir": self["data-dir"]})
         database, out = settings.database_path, Path(self["out"])
@@ -139,20 +138,10 @@ class BackupCommand(LocalCommand):
             raise CommandFailed(f"no database at {database} (see --data-dir)")
         if not out.parent.is_dir():
             raise CommandFailed(f"cannot write {out}: no directory {out.parent}")
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".aegis-backup-") as work:
-            copy = Path(work) / DATABASE
-            created = to_text(utcnow())
-            facts = copy_database(database, copy, Progress("backup"), self["step-pages"])
-            manifest = {
-                "format": FORMAT, "format_version": FORMAT_VERSION,
-                "aegis_version": __version__, "created_at": created, **facts,
-                "database": {"file": DATABASE, "bytes": copy.stat().st_size,
-                             "sha256": file_digest(copy)},
-            }
-            try:
-                write_backup(out, manifest, copy)
-            except OSError as exc:
-                raise CommandFailed(f"cannot write {out}: {exc.strerror}") from None
+        try:
+            manifest = self._write(database, out)
+        except OSError as exc:
+            raise CommandFailed(f"cannot write {out}: {exc.strerror or exc}") from None
         counts = manifest["counts"]
         print(f"wrote {out}: {counts['hosts']} host(s), {counts['certificates']} "
               f"certificate(s), schema version {manifest['schema_version']}, "
@@ -163,3 +152,18 @@ class BackupCommand(LocalCommand):
         else:
             print("restoring it needs the master key (AEGIS_SSL_KEY) this database uses.")
         return 0
+
+    def _write(self, database: Path, out: Path) -> dict[str, Any]:
+        """Copy, describe and archive; the work file lives beside ``out`` until renamed."""
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".aegis-backup-") as work:
+            copy = Path(work) / DATABASE
+            created = to_text(utcnow())
+            facts = copy_database(database, copy, Progress("backup"), self["step-pages"])
+            manifest = {
+                "format": FORMAT, "format_version": FORMAT_VERSION,
+                "aegis_version": __version__, "created_at": created, **facts,
+                "database": {"file": DATABASE, "bytes": copy.stat().st_size,
+                             "sha256": file_digest(copy)},
+            }
+            write_backup(out, manifest, copy)
+        return manifest

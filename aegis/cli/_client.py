@@ -193,7 +193,8 @@ class AdminClient:
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        for attempt in (1, 2):
+        while True:
+            reused = self._connection is not None
             connection = self._connect()
             try:
                 connection.request(method, self._prefix + path, body=data, headers=headers)
@@ -201,10 +202,14 @@ class AdminClient:
                 payload = answer.read()
             except (http.client.RemoteDisconnected, BrokenPipeError,
                     ConnectionResetError) as exc:
-                self.close()  # the server closed an idle keep-alive connection: once more
-                if attempt == 2:
-                    raise self._unreachable(exc) from None
-                continue
+                self.close()
+                if reused:
+                    # The server closed an idle keep-alive connection before reading this
+                    # request: send it once more on a new one. A fresh connection that
+                    # fails is not retried, so a request is never sent twice after it
+                    # may have been processed.
+                    continue
+                raise self._unreachable(exc) from None
             except ssl.SSLCertVerificationError as exc:
                 self.close()
                 raise CommandFailed(
@@ -217,7 +222,6 @@ class AdminClient:
                 self.close()
             return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()},
                             payload)
-        raise AssertionError("unreachable")
 
     def _unreachable(self, exc: BaseException) -> CommandFailed:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -151,6 +151,10 @@ def run_client_command(command: ClientCommand) -> int:
             client.close()
     except CommandFailed as exc:
         return command.failed(exc)
+    except (KeyError, TypeError, AttributeError) as exc:
+        # An answer of another shape than this CLI knows (an older or newer server).
+        return command.failed(CommandFailed(
+            f"unexpected answer from the server ({type(exc).__name__}: {exc})"))
     except KeyboardInterrupt:
         error_line("interrupted")
         return 130
@@ -186,6 +190,9 @@ def run_local_command(command: LocalCommand) -> int:
     except CommandFailed as exc:
         error_line(str(exc))
         return exc.status
+    except OSError as exc:
+        error_line(f"{exc.strerror or exc} ({exc.filename or 'file system'})")
+        return 1
     except KeyboardInterrupt:
         error_line("interrupted; nothing was changed")
         return 130

@@ -159,6 +159,9 @@ class RestoreCommand(LocalCommand):
         origin = "--ssl-key" if self["ssl-key"] else "AEGIS_SSL_KEY"
         backup, data_dir = Path(self["backup"]), settings.data_dir
         manifest = read_manifest(backup)
+        if not data_dir.is_dir() and not data_dir.parent.is_dir():
+            raise _refused(f"neither the data directory {data_dir} nor {data_dir.parent} "
+                           "exists (see --data-dir)")
         lock = _lock(data_dir) if data_dir.is_dir() else None
         try:
             return self._restore(backup, manifest, settings.ssl_key, origin, data_dir, lock)
@@ -185,8 +188,13 @@ class RestoreCommand(LocalCommand):
                 assert lock is not None
             try:
                 kept = _set_aside(data_dir / DATABASE)
-                os.replace(restored, data_dir / DATABASE)
-                os.chmod(data_dir / DATABASE, 0o600)
+                try:
+                    os.chmod(restored, 0o600)
+                    os.replace(restored, data_dir / DATABASE)
+                except OSError:
+                    if kept is not None:  # put the previous database back
+                        os.replace(kept, data_dir / DATABASE)
+                    raise
                 _fsync_directory(data_dir)
             finally:
                 lock.close()
