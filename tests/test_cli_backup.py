@@ -8,9 +8,13 @@ import http.client
 import io
 import json
 import os
+import resource
+import signal
 import sqlite3
 import ssl
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -19,7 +23,7 @@ from typing import Any
 import trustme
 
 from aegis.crypto.keywrap import MasterKey
-from tests.aegis_process import AegisProcess, run_aegis
+from tests.aegis_process import ROOT, AegisProcess, run_aegis
 from tests.cli_support import cli, pointed_at, running, served_fingerprint, write_pair
 
 KEY = MasterKey.generate().hex()
@@ -214,3 +218,24 @@ def test_export_and_import_between_instances(tmp_path: Path) -> None:
         assert host["hsts_enabled"] is True and host["ssl_mode"] == "custom"
         assert served_fingerprint(target.ports["HTTPS listener"], "app.example.com") == (
             fingerprint)
+
+
+def test_backup_that_cannot_be_written_leaves_nothing(tmp_path: Path) -> None:
+    """A file-size limit stands in for a full disk: the command fails in words and leaves
+    neither a partial backup nor its work files."""
+    with running(tmp_path / "src") as server:
+        pass
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "aegis", "backup", str(out / "b.tar.gz")], cwd=server.workdir,
+        capture_output=True, text=True, timeout=60, preexec_fn=small_files, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("aegis: error: ") and "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []
