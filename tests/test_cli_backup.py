@@ -239,3 +239,25 @@ def test_backup_that_cannot_be_written_leaves_nothing(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("aegis: error: ") and "Traceback" not in result.stderr
     assert list(out.iterdir()) == []
+
+
+def test_export_skips_a_key_that_no_longer_opens(tmp_path: Path) -> None:
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("a long enough passphrase")
+    with running(tmp_path / "a") as server, pointed_at(server):
+        for name in ("good.example", "bad.example"):
+            cert, key, _ = write_pair(tmp_path, name, name)
+            assert cli("certs", "import", str(cert), str(key)).status == 0
+    db = sqlite3.connect(tmp_path / "a" / "data" / "aegis.db")
+    sealed = db.execute("SELECT key_sealed FROM certificates WHERE id = 2").fetchone()[0]
+    db.execute("UPDATE certificates SET key_sealed = ? WHERE id = 2",
+               (sealed[:-1] + bytes([sealed[-1] ^ 1]),))
+    db.commit()
+    db.close()
+    with running(tmp_path / "a") as server, pointed_at(server):
+        result = cli("export", str(tmp_path / "x.json"), "--include-keys", "--passphrase-file",
+                     str(passphrase))
+        assert result.status == 0 and "certificate 2 does not open" in result.err, result
+        exported = json.loads((tmp_path / "x.json").read_text())["certificates"]
+        assert [bool(cert["key_pem"]) for cert in exported] == [True, False]
+        assert cli("check").status == 2  # the server flags it too: not served

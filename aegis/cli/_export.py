@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def passphrase(option: str | None) -> bytes:
 def _keys_by_fingerprint(data_dir: str | None, ssl_key: str | None,
                          secret: bytes) -> dict[str, str]:
     """Every stored key, opened with the master key and re-encrypted under ``secret``."""
-    from aegis.crypto.keywrap import KeyWrapper, MasterKey
+    from aegis.crypto.keywrap import KeyWrapper, MasterKey, UnwrapError
     from aegis.crypto.masterkey import STORED_KEY_SETTING, KeyMismatch, verify_master_key
     from aegis.crypto.sealed import certificate_key_context
     from aegis.store._runner import immediate_runner
@@ -89,8 +90,14 @@ def _keys_by_fingerprint(data_dir: str | None, ssl_key: str | None,
     wrapper, encryption = KeyWrapper(key), serialization.BestAvailableEncryption(secret)
     keys: dict[str, str] = {}
     for record in records:
-        pem = wrapper.open(record.key_sealed, certificate_key_context(record.uid))
-        private = serialization.load_pem_private_key(pem, password=None)
+        try:
+            pem = wrapper.open(record.key_sealed, certificate_key_context(record.uid))
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (UnwrapError, ValueError, TypeError):
+            # A damaged key (the server flags that certificate too): exported without it.
+            sys.stderr.write(f"aegis: warning: the key of certificate {record.id} does not "
+                             "open; it is exported without its key\n")
+            continue
         keys[record.fingerprint_sha256] = private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption,
         ).decode("ascii")
