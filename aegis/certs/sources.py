@@ -106,8 +106,14 @@ def load_sources() -> None:
         importlib.import_module(module)
 
 
+_LOADING: list[bool] = []  # non-empty once load_sources has been started
+
+
 def _loaded() -> dict[str, SourceSpec]:
-    if not _SOURCES:
+    # Importing one source module (say, for its client) registers that source alone: load
+    # every module the first time anyone asks, not only while the registry is empty.
+    if not _LOADING:
+        _LOADING.append(True)
         load_sources()
     return _SOURCES
 

@@ -18,7 +18,7 @@ from aegis.crypto.keywrap import KeyWrapper
 from aegis.interfaces import IStore
 from aegis.sources.cloudflare.client import CloudflareClient
 from aegis.sources.cloudflare.edge import EdgeCertificates
-from aegis.sources.cloudflare.origin import OriginCertificates
+from aegis.sources.cloudflare.requests import OriginCertificates
 from aegis.store.records import CertificateRecord
 
 
@@ -52,14 +52,22 @@ def build_cloudflare(
     )
 
 
-class CloudflareService(Service):
-    """Closes the client's pooled connections when the tree stops."""
+class ClientService(Service):
+    """Closes a client's pooled connections when the tree stops."""
+
+    def __init__(self, client: CloudflareClient) -> None:
+        self.client = client
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.client.close()
+
+
+class CloudflareService(ClientService):
+    """The admin API's client, closed when the tree stops."""
 
     name = "cloudflare"
 
     def __init__(self, services: CloudflareServices) -> None:
+        super().__init__(services.client)
         self.services = services
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return self.services.client.close()
