@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 
 from aegis.admin import (
     AdminAddress,
@@ -36,6 +37,7 @@ from aegis.admin._guards import token_digest
 from aegis.certs import sources
 from aegis.certs.lifecycle import IssuerContext, LifecycleEngine
 from aegis.certs.lifecycle.policy import ceil_second, lifetime_renewal_time
+from aegis.certs.lifecycle.transitions import issued_fields
 from aegis.certs.registry import CertificateRegistry
 from aegis.certs.service import CertificateService
 from aegis.crypto.keys import generate_private_key, private_key_pem
@@ -44,7 +46,7 @@ from aegis.crypto.masterkey import resolve_master_key, rotate_master_key
 from aegis.crypto.sealed import SEALED_CREDENTIALS
 from aegis.events import EventPublisher
 from aegis.localca import LocalCA
-from aegis.sources.cloudflare import SOURCE, Credentials
+from aegis.sources.cloudflare import SOURCE, Credentials, build_cloudflare
 from aegis.store.records import CertificateRecord, HostFields
 from aegis.store.sqlite import SQLiteStore
 from aegis.testing.cloudflare import Fault
@@ -53,11 +55,13 @@ from aegis.threads import immediate_runner
 from tests.test_acme_pebble import wait_until
 from tests.test_cloudflare_client import log_text
 from tests.test_cloudflare_fake import TOKEN, Running, serve_fake
+from tests.test_cloudflare_origin import captured
 
 ADMIN_TOKEN = "admin-token-renewal-0123456789"
 API = api_class([_certificates.routes, _cloudflare.routes], "RenewalTestAPI")
 ORIGIN = "/api/v1/certificates/cloudflare-origin"
 running_fake = pytest.fixture(serve_fake, name="running_fake")
+__all__ = ["captured"]  # the log-capturing fixture
 
 
 class World:
@@ -73,8 +77,6 @@ class World:
         self.wrapper = KeyWrapper(MasterKey.generate())
         registry = CertificateRegistry(self.store, self.wrapper, reactor)
         registry.load_blocking()
-        from aegis.sources.cloudflare import build_cloudflare
-
         self.services = build_cloudflare(reactor, run.url, self.store, self.wrapper,
                                          timeout=2.0, backoff=0.05, max_attempts=2)
         self.context = IssuerContext(
@@ -142,14 +144,6 @@ def world(running_fake: Running, tmp_path: Path) -> Iterator[World]:
     node = World(running_fake, tmp_path)
     yield node
     pytest_twisted.blockon(Deferred.fromCoroutine(node.close()))
-
-
-@pytest.fixture
-def captured() -> Iterator[list[LogEvent]]:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def _stored_bytes(directory: Path) -> bytes:
@@ -340,13 +334,9 @@ def test_rotate_key_reseals_the_credential(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     key = generate_private_key("ecdsa-p256")
     chain = FakeCA(now).sign(key.public_key(), ["app.example.com"], now, now + timedelta(days=7))
-    from aegis.certs.lifecycle.transitions import issued_fields
-
     fields = issued_fields(chain, key, KeyWrapper(old), SOURCE, "test", uid="u1")
     credential = Credentials("origin_ca_key", "v1.0-secret-service-key")
     sealed = credential.seal(KeyWrapper(old), "u1")
-    from dataclasses import replace
-
     record = store.transact_blocking(lambda txn: txn.add_certificate(
         replace(fields, extra={**fields.extra, SEALED_CREDENTIALS: sealed})))
     count = store.transact_blocking(lambda txn: rotate_master_key(txn, old, new, True))
