@@ -77,12 +77,14 @@ class World:
         self.wrapper = KeyWrapper(MasterKey.generate())
         registry = CertificateRegistry(self.store, self.wrapper, reactor)
         registry.load_blocking()
+        self.events = EventPublisher(self.clock)
+        self.events.keep = 50
         self.services = build_cloudflare(reactor, run.url, self.store, self.wrapper,
-                                         timeout=2.0, backoff=0.05, max_attempts=2)
+                                         events=self.events, timeout=2.0, backoff=0.05,
+                                         max_attempts=2)
         self.context = IssuerContext(
             reactor=reactor, clock=self.clock, store=self.store, wrapper=self.wrapper,
-            settings=SimpleNamespace(cloudflare_api_base=run.url),
-            events=EventPublisher(self.clock))
+            settings=SimpleNamespace(cloudflare_api_base=run.url), events=self.events)
         factory = sources.get(SOURCE).issuer
         assert factory is not None
         self.issuer = factory(self.context)
@@ -203,6 +205,10 @@ async def test_off_by_default_nothing_renews(world: World) -> None:
     record = world.record(created["id"])
     assert created["auto_renew"] is False and record.auto_renew is False
     assert SEALED_CREDENTIALS not in record.extra
+    (obtained,) = [e for e in world.events.history if e.name == "cert_obtained"]
+    assert obtained.fields["certificate_id"] == record.id
+    assert obtained.fields["name"] == f"certificate:{record.uid}"
+    assert obtained.fields["auto_renew"] is False and TOKEN not in repr(obtained)
     await world.start()
     assert world.engine.demanded() == {}
     world.clock.advance(timedelta(days=8).total_seconds())

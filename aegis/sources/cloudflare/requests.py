@@ -25,12 +25,13 @@ from aegis.certs.lifecycle.transitions import ISSUED_BY
 from aegis.crypto.keys import KeyKind, build_csr, generate_private_key
 from aegis.crypto.keywrap import KeyWrapper
 from aegis.crypto.sealed import SEALED_CREDENTIALS
+from aegis.events import CERT_OBTAINED, EventPublisher
 from aegis.interfaces import IStore, IStoreTransaction
 from aegis.sources.cloudflare.client import CloudflareClient
 from aegis.sources.cloudflare.issuer import OriginIssuer
 from aegis.sources.cloudflare.orders import ORIGIN_REQUEST_TYPES, OriginOrder
 from aegis.sources.cloudflare.origin import SOURCE, verify_certificate
-from aegis.sources.cloudflare.renewal import REQUESTED_VALIDITY
+from aegis.sources.cloudflare.renewal import REQUESTED_VALIDITY, demand_key
 from aegis.sources.cloudflare.timefmt import format_rfc3339
 from aegis.store.records import CertificateRecord
 
@@ -41,8 +42,9 @@ class OriginCertificates:
     """Requests Origin CA certificates and stores them; ``on_stored`` tells the registry.
 
     ``issuer`` (default: one over ``client``) is the same code the lifecycle engine renews
-    with. Concurrency: independent requests may run at once; each stores a new record in
-    its own transaction. Failure at any step stores nothing.
+    with; ``events`` (the lifecycle's publisher) gets ``cert_obtained`` for each stored
+    certificate, as for every source. Concurrency: independent requests may run at once;
+    each stores a new record in its own transaction. Failure at any step stores nothing.
     """
 
     def __init__(
@@ -53,7 +55,9 @@ class OriginCertificates:
         clock: IReactorTime,
         on_stored: Callable[[CertificateRecord], object] | None = None,
         issuer: OriginIssuer | None = None,
+        events: EventPublisher | None = None,
     ) -> None:
+        self._events = events
         self._store = store
         self._wrapper = wrapper
         self._clock = clock
@@ -88,12 +92,15 @@ class OriginCertificates:
             return txn.add_certificate(fields)
 
         record = await self._store.transact(add)
-        log.info(
-            "Stored Cloudflare Origin CA certificate {id} (cloudflare id {cloudflare_id}) for "
-            "{names}; automatic renewal {renewal}", id=record.id,
-            cloudflare_id=answer.cloudflare_id, names=list(order.hostnames),
-            renewal="on" if order.auto_renew else "off", event="cert_obtained", source=SOURCE,
-        )
+        facts = {"name": demand_key(record), "source": SOURCE, "certificate_id": record.id,
+                 "names": list(order.hostnames), "issuer": self.issuer.identity,
+                 "cloudflare_id": answer.cloudflare_id, "not_after": record.not_after,
+                 "auto_renew": order.auto_renew}
+        if self._events is not None:
+            self._events.publish(CERT_OBTAINED, **facts)
+        else:
+            log.info("Stored Cloudflare Origin CA certificate {certificate_id} for {names}",
+                     **facts)
         if self._on_stored is not None:
             try:
                 self._on_stored(record)

@@ -15,6 +15,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
 from aegis.crypto.keywrap import KeyWrapper
+from aegis.events import EventPublisher
 from aegis.interfaces import IStore
 from aegis.sources.cloudflare.client import CloudflareClient
 from aegis.sources.cloudflare.edge import EdgeCertificates
@@ -37,17 +38,20 @@ def build_cloudflare(
     store: IStore,
     wrapper: KeyWrapper,
     on_stored: Callable[[CertificateRecord], object] | None = None,
+    events: EventPublisher | None = None,
     **client_options: Any,
 ) -> CloudflareServices:
     """The client (own connection pool, ``reactor`` passed in) and both services.
 
     ``on_stored`` is called with each new Origin CA record: pass the certificate registry's
-    refresh so the HTTPS listener serves it at once.
+    refresh so the HTTPS listener serves it at once; ``events`` (the lifecycle's publisher)
+    hears ``cert_obtained`` for it.
     """
     client = CloudflareClient.create(reactor, base_url, **client_options)
     return CloudflareServices(
         client=client,
-        origin=OriginCertificates(client, store, wrapper, reactor, on_stored=on_stored),
+        origin=OriginCertificates(client, store, wrapper, reactor, on_stored=on_stored,
+                                  events=events),
         edge=EdgeCertificates(client, store, reactor),
     )
 
