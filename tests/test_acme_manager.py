@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aegis.sources.acme._state import StoreOrderJournal, renewal_time
-from aegis.sources.acme.manager import RETRY_INTERVALS, IssuanceManager
 from cryptography import x509
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
@@ -24,10 +22,12 @@ from aegis.crypto.keys import load_private_key_pem, public_keys_equal
 from aegis.crypto.sealed import certificate_key_context
 from aegis.interfaces import IOnDemandIssuance
 from aegis.sources.acme._client import AcmeClient
+from aegis.sources.acme._state import StoreOrderJournal, renewal_time
 from aegis.sources.acme._transport import AcmeTransport, RetryPolicy
 from aegis.sources.acme.account import StoreAccountBook, load_or_create_account_key
 from aegis.sources.acme.http01 import ChallengeResponder
 from aegis.sources.acme.issuer import AcmeIssuer
+from aegis.sources.acme.manager import RETRY_INTERVALS, IssuanceManager
 from aegis.store._runner import immediate_runner
 from aegis.store.records import HostFields
 from aegis.store.sqlite import SQLiteStore
