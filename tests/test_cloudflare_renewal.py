@@ -354,3 +354,21 @@ def test_rotate_key_reseals_the_credential(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Credentials.unseal(KeyWrapper(old), "u1", value)
     store.close()
+
+
+@pytest.mark.parametrize(("spoil", "text"), [("wrong_key", "another key"),
+                                             ("wrong_names", "other names")])
+@pytest_twisted.ensureDeferred
+async def test_a_renewal_for_another_key_or_names_is_refused(
+    world: World, spoil: str, text: str
+) -> None:
+    """ACCEPTANCE 32 on the renewal path: nothing replaces the serving certificate."""
+    created = await world.request(auto_renew=True)
+    record = world.record(created["id"])
+    await world.start()
+    key = f"certificate:{record.uid}"
+    world.run.fake.inject(Fault(certificate=spoil))
+    world.clock.advance(timedelta(days=3.5).total_seconds() + 1)
+    await wait_until(lambda: world.engine.state(key).status == "failed")  # type: ignore[union-attr]
+    assert text in (world.engine.state(key).last_error or "")  # type: ignore[union-attr]
+    assert world.record(record.id).fingerprint_sha256 == record.fingerprint_sha256
