@@ -366,7 +366,7 @@ class LifecycleEngine(Service):
                             issuer=issuer.identity)
         try:
             chain = await issuer.issue(build_csr(private_key, list(demand.names)),
-                                       list(demand.names))
+                                       list(demand.names), dict(demand.options))
             if key not in self._demand:
                 raise CancelledError()  # abandoned while the CA answered: store nothing
             identity = issuer.identity

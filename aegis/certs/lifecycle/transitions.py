@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from aegis.certs.lifecycle.budget import FailureBudget
 from aegis.certs.lifecycle.demand import Demand
-from aegis.certs.lifecycle.policy import ceil_second
+from aegis.certs.lifecycle.policy import ceil_second, lifetime_renewal_time
 from aegis.crypto.keys import (
     KeyKind,
     generate_private_key,
@@ -198,7 +198,14 @@ def revive(txn: IStoreTransaction, demand: Demand) -> IssuanceState:
     if record is not None:
         if not record.auto_renew:
             txn.replace_certificate(record.id, replace(record.fields(), auto_renew=True))
-        state = replace(state, status="valid", retired_at=None)
+        # A stored certificate adopted for renewal (a source's demand rule) is renewed at
+        # the lifetime rule, not at once, and keeps the identity of the issuer that made it.
+        issued_by = record.extra.get(ISSUED_BY)
+        state = replace(
+            state, status="valid", retired_at=None,
+            renews_at=state.renews_at or ceil_second(
+                lifetime_renewal_time(record.not_before, record.not_after)),
+            issuer=state.issuer or (issued_by if isinstance(issued_by, str) else None))
     else:
         state = replace(state, status="wanted", retired_at=None, certificate_id=None)
     txn.put_issuance_state(state)
