@@ -121,7 +121,10 @@ def test_backup_under_writes_restores_into_a_fresh_instance(tmp_path: Path) -> N
     copy.close()
     hosts, certificates = _counts(tmp_path / "copy.db")
     assert manifest["counts"] == {"hosts": hosts, "certificates": certificates}
-    assert hosts == certificates >= 6 and manifest["master_key_included"] is False
+    # The writer uploads a certificate, then (a second request) a host bound to it: a
+    # snapshot may fall between the two, never anywhere else.
+    assert certificates - hosts in (0, 1) and hosts >= 6
+    assert manifest["master_key_included"] is False
     assert manifest["key_check"] and KEY not in archive_path.read_bytes().hex()
 
     with running(fresh):  # a fresh instance, started once: its own database and key
