@@ -11,14 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from twisted.logger import (
-    FilteringLogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.reflect import qual
 
@@ -59,16 +52,21 @@ class AegisOptions(usage.Options):
             raise usage.UsageError("give a command, e.g. `aegis run`; see `aegis --help`")
 
 
-def _start_logging() -> None:
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+def _start_logging(options: RunOptions) -> None:
+    """The application log at AEGIS_LOG_LEVEL in AEGIS_LOG_FORMAT (aegis.logs)."""
+    from aegis.logs import start_application_log
+
+    try:
+        settings = options.settings()
+    except ConfigError as exc:
+        exit_with_error(str(exc))
+    start_application_log(settings.log_level, settings.log_format)
 
 
 def run(options: RunOptions) -> int:
     from twisted.internet import reactor
 
-    _start_logging()
+    _start_logging(options)
     Logger(namespace="aegis.cli").info("reactor: {reactor}", reactor=qual(type(reactor)))
     root = makeService(options, reactor)
     root.privilegedStartService()
