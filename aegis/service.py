@@ -31,6 +31,8 @@ from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
+from aegis import sdnotify
+
 log = Logger()
 
 
@@ -63,10 +65,12 @@ class AegisService(MultiService):
         if self.running and self.exit_status == 0:
             freeze_startup_heap()
             log.info("Aegis is ready")
+            sdnotify.notify("READY=1\nSTATUS=listening")  # Type=notify units (sdnotify)
 
     @inlineCallbacks
     def stopService(self) -> Any:
         Service.stopService(self)
+        sdnotify.notify("STOPPING=1")
         for child in reversed(list(self)):
             try:
                 yield maybeDeferred(child.stopService)

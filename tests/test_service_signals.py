@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import re
 import signal
+import socket
+import ssl
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from aegis.certs.validate import validate_pair
+from aegis.crypto.keys import load_private_key_pem
+from aegis.crypto.keywrap import KeyWrapper, MasterKey
+from aegis.store._runner import immediate_runner
+from aegis.store.records import HostFields
+from aegis.store.sqlite import SQLiteStore
 from tests.aegis_process import AegisProcess
 
 pytestmark = pytest.mark.integration
@@ -74,3 +87,84 @@ def test_access_log_on_stdout_by_default_and_off(tmp_path: Path) -> None:
             aegis.kill()
         lines = [line for line in aegis.text().splitlines() if "GET /r" in line]
         assert [bool(_COMBINED.match(line)) for line in lines] == [True] * (3 if expected else 0)
+
+
+def _tls_connection(port: int, server_name: str) -> ssl.SSLSocket:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return context.wrap_socket(raw, server_hostname=server_name)
+
+
+def _served_fingerprint(port: int, server_name: str) -> str:
+    with _tls_connection(port, server_name) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+def _status_on(tls: ssl.SSLSocket, host: str) -> int:
+    """One keep-alive request on an open TLS connection; the status of its response."""
+    tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(65536)
+        assert chunk, "the connection was closed"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += tls.recv(65536)
+    return int(head.split()[1])
+
+
+def _write_from_another_process(database: Path, key_hex: str, names: tuple[str, ...],
+                                upstream_port: int) -> str:
+    """What another process (a restore, a second tool) does: a certificate and a host
+    written straight into the SQLite file through the store API. Returns the fingerprint."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert(*names)
+    chain = x509.load_pem_x509_certificates(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+    key = load_private_key_pem(leaf.private_key_pem.bytes())
+    validated = validate_pair(chain, key, now=datetime.now(UTC))  # type: ignore[arg-type]
+    store = SQLiteStore.open(database, immediate_runner, migrate=False)
+    try:
+        store.transact_blocking(lambda txn: txn.add_certificate(
+            validated.to_fields(KeyWrapper(MasterKey.from_hex(key_hex)))))
+        store.transact_blocking(lambda txn: txn.add_host(HostFields(
+            domain=names[1], upstream=f"http://127.0.0.1:{upstream_port}")))
+    finally:
+        store.close()
+    return hashlib.sha256(chain[0].public_bytes(Encoding.DER)).hexdigest()
+
+
+def test_sighup_serves_what_another_process_stored_and_keeps_connections(
+        tmp_path: Path) -> None:
+    key_hex = MasterKey.generate().hex()
+    aegis = AegisProcess(tmp_path, env={"AEGIS_SSL_KEY": key_hex, "AEGIS_ACCESS_LOG": "off"})
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: the new host's upstream refuses
+    try:
+        aegis.start(expect=("HTTP listener", "HTTPS listener"))
+        https = aegis.ports["HTTPS listener"]
+        before = _served_fingerprint(https, "reload.test")
+        kept = _tls_connection(https, "reload.test")
+        assert _status_on(kept, "app.reload.test") == 404  # no such host yet
+        stored = _write_from_another_process(
+            tmp_path / "data" / "aegis.db", key_hex, ("reload.test", "app.reload.test"),
+            closed.getsockname()[1])
+        assert _served_fingerprint(https, "reload.test") == before  # not before the signal
+        assert aegis.process is not None
+        aegis.process.send_signal(signal.SIGHUP)
+        aegis.wait_for("reloaded")
+        assert "failed" not in aegis.text().rsplit("reloaded", 1)[1].splitlines()[0]
+        assert _served_fingerprint(https, "reload.test") == stored != before
+        assert _served_fingerprint(https, "app.reload.test") == stored
+        # the connection opened before the reload still works, and sees the new host
+        assert _status_on(kept, "app.reload.test") == 502
+        kept.close()
+        assert aegis.stop() == 0, aegis.text()
+    finally:
+        closed.close()
+        aegis.kill()
