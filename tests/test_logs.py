@@ -183,3 +183,17 @@ def test_application_log_text_level() -> None:
     log.warn("not shown")
     log.error("shown")
     assert "not shown" not in out.getvalue() and "[aegis.test#error] shown" in out.getvalue()
+
+
+def test_twistd_observer_follows_the_settings(monkeypatch: Any) -> None:
+    from aegis.logs import twistd_observer
+
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setenv("AEGIS_LOG_FORMAT", "json")
+    monkeypatch.setenv("AEGIS_LOG_LEVEL", "error")
+    log = Logger(namespace="aegis.test", observer=twistd_observer())
+    log.info("below")
+    log.error("kept")
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line)["message"] == "kept"
