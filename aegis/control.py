@@ -26,7 +26,6 @@ from aegis.logs import AccessLog, BatchedLogFile
 
 log = Logger()
 
-Handler = Callable[[int, Any], None]
 InstallHandler = Callable[[int, Any], Any]
 
 
@@ -87,16 +86,22 @@ class SignalControl(Service):
         self._install = install
         self._previous: dict[int, Any] = {}
 
-    def _handlers(self) -> dict[int, Handler]:
-        call = self._reactor.callFromThread
-        return {
-            signal.SIGHUP: lambda _signum, _frame: call(self._reloader.reload),
-            signal.SIGUSR1: lambda _signum, _frame: call(self._reloader.reopen_logs),
-        }
+    def _handlers(self) -> dict[int, Callable[[], object]]:
+        return {signal.SIGHUP: self._reloader.reload, signal.SIGUSR1: self._reloader.reopen_logs}
 
     def startService(self) -> None:
+        """Install the handlers. A Python handler found in place (twistd's SIGUSR1 rotation
+        of its ``--logfile``) is chained: it still runs, after ours is scheduled."""
         super().startService()
-        for number, handler in self._handlers().items():
+        call = self._reactor.callFromThread
+        for number, action in self._handlers().items():
+            def handler(signum: int, frame: Any, action: Callable[[], object] = action,
+                        number: int = number) -> None:
+                call(action)
+                previous = self._previous.get(number)
+                if callable(previous):
+                    previous(signum, frame)
+
             self._previous[number] = self._install(number, handler)
 
     def stopService(self) -> None:

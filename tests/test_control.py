@@ -99,8 +99,9 @@ class _Reactor:
         self.calls.append(f)
 
 
-def test_signal_handlers_schedule_on_the_reactor_and_are_ignored_after_stop() -> None:
-    installed: dict[int, Any] = {}
+def test_signal_handlers_schedule_on_the_reactor_chain_and_are_restored() -> None:
+    twistd_rotations: list[int] = []
+    installed: dict[int, Any] = {signal.SIGUSR1: lambda n, f: twistd_rotations.append(n)}
 
     def install(number: int, handler: Any) -> Any:
         previous = installed.get(number, signal.SIG_DFL)
@@ -114,5 +115,6 @@ def test_signal_handlers_schedule_on_the_reactor_and_are_ignored_after_stop() ->
     installed[signal.SIGHUP](signal.SIGHUP, None)
     installed[signal.SIGUSR1](signal.SIGUSR1, None)
     assert reactor.calls == [reloader.reload, reloader.reopen_logs]
+    assert twistd_rotations == [signal.SIGUSR1]  # twistd's --logfile handler still runs
     control.stopService()
-    assert installed == {signal.SIGHUP: signal.SIG_IGN, signal.SIGUSR1: signal.SIG_IGN}
+    assert installed[signal.SIGHUP] == signal.SIG_IGN and callable(installed[signal.SIGUSR1])
