@@ -72,8 +72,8 @@ class Reloader:
                 log.failure("reload of {what} failed; the previous state keeps serving",
                             what=name)
         sdnotify.notify("READY=1")
-        log.info("reloaded{failed}", failed=f" (failed: {', '.join(failed)})" if failed else "",
-                 event="reload_finished")
+        log.info("SIGHUP reload finished{failed}", event="reload_finished",
+                 failed=f" (failed: {', '.join(failed)})" if failed else "")
 
 
 class SignalControl(Service):
