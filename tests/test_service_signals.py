@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import http.client
+import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +28,7 @@ from aegis.crypto.keywrap import KeyWrapper, MasterKey
 from aegis.store._runner import immediate_runner
 from aegis.store.records import HostFields
 from aegis.store.sqlite import SQLiteStore
-from tests.aegis_process import AegisProcess
+from tests.aegis_process import ROOT, AegisProcess
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +177,42 @@ def test_sighup_serves_what_another_process_stored_and_keeps_connections(
     finally:
         closed.close()
         aegis.kill()
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="needs logrotate")
+def test_the_shipped_logrotate_snippet_rotates_a_running_aegis(tmp_path: Path) -> None:
+    """contrib/logrotate/aegis itself, run by logrotate against a running aegis: only the
+    path, the owner and the signal's addressee differ (no systemd here)."""
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o700)
+    log = logs / "access.log"
+    aegis = AegisProcess(tmp_path, env={"AEGIS_ACCESS_LOG": str(log)})
+    try:
+        aegis.start()
+        assert aegis.process is not None
+        snippet = (ROOT / "contrib" / "logrotate" / "aegis").read_text()
+        user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+        config = (snippet.replace("/var/log/aegis/*.log {", f"{logs}/*.log {{")
+                  .replace("create 0640 aegis aegis", f"create 0640 {user} {group}")
+                  .replace("systemctl kill --signal=USR1 --kill-whom=main aegis.service",
+                           f"kill -USR1 {aegis.process.pid}"))
+        assert config.count(str(logs)) == 1 and f"kill -USR1 {aegis.process.pid}" in config
+        (tmp_path / "logrotate.conf").write_text(config)
+        port = aegis.ports["HTTP listener"]
+        _requests(port, range(0, 20))
+        deadline = time.monotonic() + 5
+        while log.stat().st_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first batch is out (logrotate's notifempty skips empty logs)
+        _requests(port, range(20, 30))  # these wait in the batch while logrotate renames
+        rotated = subprocess.run(
+            ["logrotate", "-f", "-s", str(tmp_path / "state"), str(tmp_path / "logrotate.conf")],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert rotated.returncode == 0, rotated.stderr
+        aegis.wait_for(f"reopened the log {log}")
+        _requests(port, range(30, 60))
+        assert aegis.stop() == 0, aegis.text()
+    finally:
+        aegis.kill()
+    # delaycompress: the first rotation stays uncompressed as access.log.1
+    assert _numbers(logs / "access.log.1") == list(range(30))
+    assert _numbers(log) == list(range(30, 60))
