@@ -197,3 +197,24 @@ def test_twistd_observer_follows_the_settings(monkeypatch: Any) -> None:
     log.error("kept")
     (line,) = out.getvalue().splitlines()
     assert json.loads(line)["message"] == "kept"
+
+
+def test_a_record_that_cannot_be_formatted_is_left_out_once(tmp_path: Path) -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        clock = _clock()
+        path = tmp_path / "access.log"
+        for format in ("combined", "json"):
+            access = AccessLog(BatchedLogFile(str(path), clock), clock, format)
+            broken = _head(version="3")  # not a version the parsers produce
+            access.record(broken, CONN, 200, 1, 1)
+            access.record(broken, CONN, 200, 1, 1)
+            access.record(_head(), CONN, 200, 1, 1)
+            access.file.flush()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert len(_lines(path)) == 2
+    assert len([e for e in events if "log_failure" in e]) == 2  # once per access log

@@ -30,10 +30,13 @@ import time
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from aegis.logs.files import BatchedLogFile
 from aegis.proxy.routing import AccessLog as RecordRequest
 from aegis.proxy.routing import ConnectionInfo, RequestHead
+
+log = Logger()
 
 FORMATS = ("combined", "json")
 _UNSAFE = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
@@ -79,6 +82,7 @@ class AccessLog:
         self._clock = clock
         self._second = -1
         self._stamp = ""
+        self._reported = False
         self.record: RecordRequest = self._combined if format == "combined" else self._json
 
     def _now(self) -> str:
@@ -96,21 +100,33 @@ class AccessLog:
 
     def _combined(self, head: RequestHead, conn: ConnectionInfo, status: int, sent: int,
                   upstream_ms: int | None) -> None:
-        referer, agent = _referer_and_agent(head)
-        self.file.write(
-            f'{conn.client_host} - - [{self._now()}] "{escaped(head.method)} '
-            f'{escaped(head.target)} {_PROTOCOL[head.version]}" {status} {sent} '
-            f'"{"-" if referer is None else escaped(referer)}" '
-            f'"{"-" if agent is None else escaped(agent)}"\n')
+        try:  # free in Python 3.11 unless it raises: a bad record must not break a request
+            referer, agent = _referer_and_agent(head)
+            self.file.write(
+                f'{conn.client_host} - - [{self._now()}] "{escaped(head.method)} '
+                f'{escaped(head.target)} {_PROTOCOL[head.version]}" {status} {sent} '
+                f'"{"-" if referer is None else escaped(referer)}" '
+                f'"{"-" if agent is None else escaped(agent)}"\n')
+        except Exception:
+            self._failed()
 
     def _json(self, head: RequestHead, conn: ConnectionInfo, status: int, sent: int,
               upstream_ms: int | None) -> None:
-        referer, agent = _referer_and_agent(head)
-        self.file.write(_encode_json({
-            "time": self._now(), "client": conn.client_host, "host": head.host or None,
-            "scheme": conn.scheme, "method": head.method.decode("latin-1"),
-            "uri": head.target.decode("utf-8", "backslashreplace"),
-            "protocol": _PROTOCOL[head.version], "status": status, "bytes": sent,
-            "referer": _text(referer), "user_agent": _text(agent),
-            "upstream_ms": upstream_ms,
-        }) + "\n")
+        try:
+            referer, agent = _referer_and_agent(head)
+            self.file.write(_encode_json({
+                "time": self._now(), "client": conn.client_host, "host": head.host or None,
+                "scheme": conn.scheme, "method": head.method.decode("latin-1"),
+                "uri": head.target.decode("utf-8", "backslashreplace"),
+                "protocol": _PROTOCOL[head.version], "status": status, "bytes": sent,
+                "referer": _text(referer), "user_agent": _text(agent),
+                "upstream_ms": upstream_ms,
+            }) + "\n")
+        except Exception:
+            self._failed()
+
+    def _failed(self) -> None:
+        """Say once that a record could not be formatted (the request itself went fine)."""
+        if not self._reported:
+            self._reported = True
+            log.failure("cannot format an access log line; such requests are left out")

@@ -15,6 +15,10 @@ seconds per second of load, ``bench/cputime.py``), and the ratios on / off in re
 and in requests per CPU second. ``--together`` loads both at once (they share CPU 0) as the
 other benchmarks' option of that name does. Target (issue 16): on within 10% of off.
 
+Run it with the Python of the environment whose Aegis you measure (``.venv/bin/python``
+after ``scripts/run`` or ``scripts/test``): the ``aegis`` script next to that Python is
+what starts.
+
 Needs: nginx (nginx-light), wrk, taskset. About ``rounds x 2 x duration`` seconds plus start.
 """
 
