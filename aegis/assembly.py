@@ -31,6 +31,7 @@ from aegis.certs.registry import CertificateRegistry
 from aegis.certs.service import CertificateService
 from aegis.certs.trust import load_trust_roots
 from aegis.config import Settings
+from aegis.control import Reloader, SignalControl, open_access_log
 from aegis.events import EventPublisher
 from aegis.hosts.router import HostRouter
 from aegis.hosts.state import ProxyState, host_names
@@ -65,6 +66,9 @@ def build_tree(
     root = AegisService(reactor)
     _child(root, "store-close", OnStop(storage.close))
     _child(root, "store", store_thread)
+    access = open_access_log(settings, reactor)
+    if access is not None:  # stops after the listeners drained: their last lines are kept
+        _child(root, "access-log", OnStop(access.file.close))
 
     def now() -> datetime:
         return datetime.fromtimestamp(reactor.seconds(), UTC)
@@ -116,6 +120,7 @@ def build_tree(
         body_idle_timeout=settings.proxy_body_timeout,
         request_timeout=settings.proxy_request_timeout,
         via=settings.proxy_via.encode("ascii"),
+        access_log=None if access is None else access.record,
     ))
     http = GracefulListener(
         listen_endpoint(reactor, settings.http_listen),
@@ -159,9 +164,13 @@ def build_tree(
         admin_creator.replace(authority)
         selection.set_fallback(authority.proxy)
 
-    _child(root, "local-ca", LocalCAMaintenance(
+    maintenance = LocalCAMaintenance(
         local.local_ca, local.admin_names,
         lambda: store.transact(lambda txn: [n for h in txn.list_hosts() for n in h.names]),
         cpu, reactor, publish=[renewed],
-    ))
+    )
+    _child(root, "local-ca", maintenance)
+    _child(root, "signals", SignalControl(reactor, Reloader(
+        [access.file.reopen] if access is not None else [],
+        [("certificates and hosts", proxy.reload), ("local CA", maintenance.check)])))
     return root

@@ -121,6 +121,31 @@ def _parse_key_type(value: str) -> str:
     return value
 
 
+def _parse_access_log(value: str) -> str:
+    """``off``, ``-`` (stdout) or a file Aegis can append to (created if missing)."""
+    if value in ("off", "-"):
+        return value
+    path = _parse_path(value)
+    if path.is_dir():
+        raise ValueError("is a directory; give a file path, - (stdout) or off")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ValueError("file is not writable")
+    elif not path.parent.is_dir():
+        raise ValueError(f"directory {str(path.parent)!r} does not exist")
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"directory {str(path.parent)!r} is not writable")
+    return value
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError("must be " + ", ".join(choices[:-1]) + " or " + choices[-1])
+        return value
+    return parse
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One row of the settings table."""
@@ -194,6 +219,17 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Key type of ACME certificates: ecdsa-p256 (default) or rsa-2048."),
     SettingSpec("cloudflare_api_base", "AEGIS_CLOUDFLARE_API_BASE", CLOUDFLARE_API_BASE,
                 _parse_url, "Base URL of the Cloudflare API v4."),
+    SettingSpec("access_log", "AEGIS_ACCESS_LOG", "-", _parse_access_log,
+                "Where the access log goes: a file path (appended, reopened on SIGUSR1), "
+                "- (stdout) or off."),
+    SettingSpec("access_log_format", "AEGIS_ACCESS_LOG_FORMAT", "combined",
+                _one_of("combined", "json"),
+                "Access log line format: combined (nginx's) or json (one object per line)."),
+    SettingSpec("log_level", "AEGIS_LOG_LEVEL", "info", _one_of("debug", "info", "warn", "error"),
+                "Lowest level of the application log on stdout: debug, info, warn or error."),
+    SettingSpec("log_format", "AEGIS_LOG_FORMAT", "text", _one_of("text", "json"),
+                "Application log format: text, or json (one object per line, for journald "
+                "and ELK)."),
 )
 
 
@@ -223,6 +259,10 @@ class Settings:
     acme_ca_bundle: Path | None = None
     acme_key_type: str = "ecdsa-p256"
     cloudflare_api_base: str = CLOUDFLARE_API_BASE
+    access_log: str = "-"
+    access_log_format: str = "combined"
+    log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def database_path(self) -> Path:

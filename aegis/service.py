@@ -5,6 +5,7 @@ Children are named so operators and tests can find them (``root.getServiceNamed(
 =================  =========================================================
 ``store-close``    closes the database after everything else stopped
 ``store``          the store's single worker thread
+``access-log``     flushes and closes the access log (absent when it is ``off``)
 ``upstream-pool``  closes idle upstream connections once the listeners drained
 ``acme``           the ACME issuance manager (orders, renewals, retries)
 ``cloudflare``     closes the Cloudflare client's connection pool
@@ -12,6 +13,7 @@ Children are named so operators and tests can find them (``root.getServiceNamed(
 ``https``          TLS listener with SNI certificate selection
 ``admin``          admin REST API and web UI over TLS
 ``local-ca``       re-checks the local CA and its leaves every 12 hours
+``signals``        SIGHUP (reload) and SIGUSR1 (reopen logs), :mod:`aegis.control`
 =================  =========================================================
 
 Children stop one after another in reverse order of addition, each waiting for the one
@@ -30,6 +32,8 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
+
+from aegis import sdnotify
 
 log = Logger()
 
@@ -63,10 +67,12 @@ class AegisService(MultiService):
         if self.running and self.exit_status == 0:
             freeze_startup_heap()
             log.info("Aegis is ready")
+            sdnotify.notify("READY=1\nSTATUS=listening")  # Type=notify units (sdnotify)
 
     @inlineCallbacks
     def stopService(self) -> Any:
         Service.stopService(self)
+        sdnotify.notify("STOPPING=1")
         for child in reversed(list(self)):
             try:
                 yield maybeDeferred(child.stopService)

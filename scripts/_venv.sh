@@ -27,10 +27,9 @@ ensure_venv() {
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "Installing Aegis${extras:+ with [$extras]} into .venv ..."
         .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-        # compat mode: the checkout itself goes on sys.path, so twistd finds
-        # twisted/plugins/aegis_plugin.py right here.
-        .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}" \
-            --config-settings editable_mode=compat
+        # A plain editable install: setup.cfg's package_dir makes setuptools put the
+        # checkout itself on sys.path, so twistd finds twisted/plugins/aegis_plugin.py here.
+        .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
         echo "$want" > "$stamp"
     fi
 }

@@ -20,8 +20,11 @@ class AegisProcess:
     listener's description (e.g. "HTTP listener") to the port it bound."""
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+                 args: list[str] | None = None, command: list[str] | None = None) -> None:
         self.workdir = workdir
+        # how ``aegis`` is started: the checkout's package by default, or e.g. the console
+        # script of an installed wheel
+        self.command = command or [sys.executable, "-m", "aegis"]
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -38,7 +41,7 @@ class AegisProcess:
 
     def start(self, expect: tuple[str, ...] = ("HTTP listener",), timeout: float = 30) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aegis", "run", *self.args],
+            [*self.command, "run", *self.args],
             cwd=self.workdir, env=self.env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )

@@ -66,6 +66,10 @@ def test_aegis_help(tmp_path: Path) -> None:
         ({"AEGIS_HTTP_LISTEN": "tcp:99999"}, [], "AEGIS_HTTP_LISTEN"),
         ({}, ["--https-listen", "nonsense"], "--https-listen"),
         ({"AEGIS_SSL_KEY": "1234"}, [], "AEGIS_SSL_KEY"),
+        ({"AEGIS_ACCESS_LOG": "/nonexistent/access.log"}, [], "AEGIS_ACCESS_LOG"),
+        ({}, ["--access-log-format", "common"], "--access-log-format"),
+        ({"AEGIS_LOG_LEVEL": "loud"}, [], "AEGIS_LOG_LEVEL"),
+        ({"AEGIS_LOG_FORMAT": "yaml"}, [], "AEGIS_LOG_FORMAT"),
     ],
 )
 def test_bad_configuration_is_one_line_exit_2(

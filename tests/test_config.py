@@ -56,6 +56,12 @@ def test_command_line_beats_environment() -> None:
         ({"AEGIS_PUBLIC_HTTPS_PORT": "70000"}, "AEGIS_PUBLIC_HTTPS_PORT"),
         ({"AEGIS_PUBLIC_HTTPS_PORT": "https"}, "AEGIS_PUBLIC_HTTPS_PORT"),
         ({"AEGIS_PROXY_VIA": "a\r\nX-Injected: 1"}, "AEGIS_PROXY_VIA"),
+        ({"AEGIS_ACCESS_LOG": "/nonexistent/dir/access.log"}, "AEGIS_ACCESS_LOG"),
+        ({"AEGIS_ACCESS_LOG": "/"}, "AEGIS_ACCESS_LOG"),
+        ({"AEGIS_ACCESS_LOG": ""}, "AEGIS_ACCESS_LOG"),
+        ({"AEGIS_ACCESS_LOG_FORMAT": "common"}, "AEGIS_ACCESS_LOG_FORMAT"),
+        ({"AEGIS_LOG_LEVEL": "verbose"}, "AEGIS_LOG_LEVEL"),
+        ({"AEGIS_LOG_FORMAT": "xml"}, "AEGIS_LOG_FORMAT"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:

@@ -13,7 +13,6 @@ import trustme
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface.verify import verifyObject
 
@@ -37,8 +36,9 @@ from tests.test_proxy_support import (
 )
 
 
-def _router_rig(routes: dict[str, Any], default: Any = None) -> tuple[Any, int]:
-    factory = proxy_factory(StaticRouter(routes, default), reactor, ProxyLimits())
+def _router_rig(routes: dict[str, Any], default: Any = None,
+                limits: ProxyLimits | None = None) -> tuple[Any, int]:
+    factory = proxy_factory(StaticRouter(routes, default), reactor, limits or ProxyLimits())
     port = listen(factory)
     return port, port.getHost().port
 
@@ -129,14 +129,15 @@ async def test_drain_finishes_the_response_in_flight_then_closes() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_access_log_line_and_http10_close_delimited() -> None:
-    events: list[dict[str, Any]] = []
+async def test_access_log_records_and_http10_close_delimited() -> None:
+    records: list[tuple[Any, ...]] = []
     upstream = UpstreamFactory(handler=lambda p, s: (
         p.transport.write(b"HTTP/1.1 200 OK\r\n\r\nstreamed-without-length"),
         p.transport.loseConnection()))
     up = listen(upstream)
-    port, number = _router_rig({}, Forward("127.0.0.1", up.getHost().port))
-    globalLogPublisher.addObserver(events.append)
+    port, number = _router_rig({"local.test": LocalResponse(404, [], b"nope")},
+                               Forward("127.0.0.1", up.getHost().port),
+                               ProxyLimits(access_log=lambda *record: records.append(record)))
     try:
         raw = await raw_exchange(number, b"GET /p?q=1 HTTP/1.0\r\nHost: log.test\r\n\r\n")
         assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -145,16 +146,17 @@ async def test_access_log_line_and_http10_close_delimited() -> None:
         raw = await raw_exchange(number, b"GET /c HTTP/1.1\r\nHost: log.test\r\n"
                                  b"Connection: close\r\n\r\n")
         assert b"Transfer-Encoding: chunked" in raw and raw.endswith(b"\r\n0\r\n\r\n")
+        await raw_exchange(number, b"GET /l HTTP/1.1\r\nHost: local.test\r\n"
+                           b"Connection: close\r\n\r\n")
     finally:
-        globalLogPublisher.removeObserver(events.append)
         await port.stopListening()
         await up.stopListening()
-    access = [e for e in events if e.get("log_namespace") == "aegis.proxy.access"]
-    assert access[0]["log_format"].startswith("{host} {client} \"{method} {path}")
-    assert (access[0]["host"], access[0]["method"], access[0]["path"], access[0]["status"],
-            access[0]["bytes"], access[0]["version"]) == ("log.test", "GET", "/p?q=1", 200, 23,
-                                                          "1.0")
-    assert isinstance(access[0]["upstream_ms"], int)
+    (head, conn, status, sent, upstream_ms), second, local = records
+    assert (head.host, head.method, head.target, head.version, status, sent) == (
+        "log.test", b"GET", b"/p?q=1", "1.0", 200, 23)
+    assert conn.client_host == "127.0.0.1" and isinstance(upstream_ms, int)
+    assert second[0].target == b"/c"
+    assert (local[0].target, local[2], local[3], local[4]) == (b"/l", 404, 4, None)
 
 
 def test_sweeper_fires_only_passed_deadlines_and_stops_when_empty() -> None:

@@ -12,14 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from twisted.logger import (
-    FilteringLogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.reflect import qual
 
@@ -97,10 +90,15 @@ class AegisOptions(usage.Options):
             raise usage.UsageError("give a command, e.g. `aegis run`; see `aegis --help`")
 
 
-def _start_logging() -> None:
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+def _start_logging(options: RunOptions) -> None:
+    """The application log at AEGIS_LOG_LEVEL in AEGIS_LOG_FORMAT (aegis.logs)."""
+    from aegis.logs import start_application_log
+
+    try:
+        settings = options.settings()
+    except ConfigError as exc:
+        exit_with_error(str(exc))
+    start_application_log(settings.log_level, settings.log_format)
 
 
 def run(options: RunOptions) -> int:
@@ -108,7 +106,7 @@ def run(options: RunOptions) -> int:
 
     from aegis.tap import makeService
 
-    _start_logging()
+    _start_logging(options)
     Logger(namespace="aegis.cli").info("reactor: {reactor}", reactor=qual(type(reactor)))
     root = makeService(options, reactor)
     root.privilegedStartService()

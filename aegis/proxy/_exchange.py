@@ -20,36 +20,12 @@ from http import HTTPStatus
 from typing import Literal, Protocol
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aegis.proxy._headers import client_response_headers, upstream_head
 from aegis.proxy._pool import UpstreamPool
 from aegis.proxy._upstream import UpstreamConnection, UpstreamUnavailable
 from aegis.proxy.routing import ConnectionInfo, Forward, Headers, ProxyLimits, RequestHead
-
-log = Logger(namespace="aegis.proxy.access")
-
-ACCESS_FORMAT = (
-    "{host} {client} \"{method} {path} HTTP/{version}\" {status} {bytes} "
-    "upstream={upstream_ms}ms"
-)
-
-
-def access_log(head: RequestHead, conn: ConnectionInfo, status: int, sent: int,
-               upstream_ms: int | None) -> None:
-    """One line per request. Values are from the parsed request, made printable."""
-    log.info(
-        ACCESS_FORMAT,
-        host=head.host or "-",
-        client=conn.client_host,
-        method=head.method.decode("latin-1"),
-        path=head.target[:512].decode("latin-1").encode("unicode_escape").decode("ascii"),
-        version=head.version,
-        status=status,
-        bytes=sent,
-        upstream_ms="-" if upstream_ms is None else upstream_ms,
-    )
 
 
 class Front(Protocol):
@@ -289,8 +265,9 @@ class Exchange:
         self._log()
 
     def _log(self) -> None:
-        if self._limits.access_log:
-            access_log(self.head, self._conn, self.status, self.sent, self._upstream_ms)
+        record = self._limits.access_log
+        if record is not None:
+            record(self.head, self._conn, self.status, self.sent, self._upstream_ms)
 
 
 def error_body(status: int) -> bytes:

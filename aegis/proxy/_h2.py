@@ -30,7 +30,7 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 from twisted.logger import Logger
 
-from aegis.proxy._exchange import Exchange, access_log, error_body
+from aegis.proxy._exchange import Exchange, error_body
 from aegis.proxy._headers import RequestRejected, validate_request
 from aegis.proxy._timers import body_deadline
 from aegis.proxy._upstream import UpstreamConnection
@@ -280,8 +280,9 @@ class H2Connection:
                 stream.start_body_timer()
         else:
             self.local(stream, decision, head.method == b"HEAD")
-            if self.engine.limits.access_log:
-                access_log(head, self.info, decision.status, len(decision.body), None)
+            record = self.engine.limits.access_log
+            if record is not None:
+                record(head, self.info, decision.status, len(decision.body), None)
 
     def _data(self, stream_id: int, data: bytes, flow: int) -> None:
         stream = self.streams.get(stream_id)

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from aegis.listeners import IDrainable
-from aegis.proxy._exchange import Exchange, access_log, error_body
+from aegis.proxy._exchange import Exchange, error_body
 from aegis.proxy._h1flow import ClientFlow
 from aegis.proxy._h1wire import (
     CLOSED_PARSER,
@@ -293,8 +293,9 @@ class Http1Connection(ClientFlow):
         self.transport.write(local_response(  # type: ignore[union-attr]
             response, self._closing, head.method == b"HEAD"))
         assert self.info is not None
-        if self.engine.limits.access_log:
-            access_log(head, self.info, response.status, len(response.body), None)
+        record = self.engine.limits.access_log
+        if record is not None:
+            record(head, self.info, response.status, len(response.body), None)
 
     def _finished_exchange(self) -> None:
         """The active request's response is out and its body fully read."""

@@ -102,6 +102,16 @@ class Router(Protocol):
     def route(self, head: RequestHead, conn: ConnectionInfo) -> Forward | LocalResponse: ...
 
 
+class AccessLog(Protocol):
+    """Records one finished request (:meth:`aegis.logs.AccessLog.record`). Called on the
+    reactor thread for every request: it must be cheap and must not raise. ``sent`` is the
+    response body bytes sent, ``upstream_ms`` the upstream's time to its response head (None
+    when Aegis answered itself)."""
+
+    def __call__(self, head: RequestHead, conn: ConnectionInfo, status: int, sent: int,
+                 upstream_ms: int | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class ProxyLimits:
     """Limits and timeouts of the engine (seconds, bytes). Defaults follow nginx's spirit."""
@@ -121,7 +131,9 @@ class ProxyLimits:
     max_idle_per_upstream: int = 64
     max_per_upstream: int = 512
     max_h2_streams: int = 100
-    access_log: bool = True
+    # Where each request is recorded (None: nowhere). Not a limit, but every front and
+    # exchange already holds the limits, so the per-request path reads it from here.
+    access_log: AccessLog | None = None
     # Longest a client may take to send one whole request, head and body (HTTP/2: per stream)
     # (0: no limit, as nginx and Caddy). The idle timeouts above cannot stop a body
     # trickled one byte just inside ``body_idle_timeout`` at a time; this can.

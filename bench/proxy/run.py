@@ -187,7 +187,7 @@ def main() -> None:
             "upstream": nginx(tmp, "upstream", UPSTREAM.format(port=up, tmp=tmp), "1"),
             "aegis": start([sys.executable, str(HERE / "run_proxy.py"), "--upstream",
                             f"127.0.0.1:{up}", "--port", str(ports["aegis"]),
-                            "--cert", str(cert), "--key", str(key), "--no-access-log"], "0",
+                            "--cert", str(cert), "--key", str(key)], "0",
                            env={"PYTHONPATH": str(ROOT)}, log=tmp / "aegis.log"),
             "nginx": nginx(tmp, "proxy", NGINX_PROXY.format(
                 upstream=up, port=ports["nginx"], cert=cert, key=key), "0"),

@@ -21,6 +21,7 @@ if __name__ == "__main__" and os.environ.get("AEGIS_BENCH_REACTOR", "aegis") == 
 from OpenSSL import SSL
 from twisted.internet import reactor
 
+from aegis.logs import AccessLog, BatchedLogFile
 from aegis.proxy import proxy_factory
 from aegis.proxy.routing import Forward, ProxyLimits, StaticRouter
 from aegis.tls.direct import context_acceptor
@@ -56,14 +57,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cert")
     parser.add_argument("--key")
-    parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--access-log", default="off",
+                        help="a file, - (stdout) or off (default, as the peers are measured)")
+    parser.add_argument("--access-log-format", default="combined")
     parser.add_argument("--memory-tls", action="store_true",
                         help="Twisted's memory-BIO TLS protocol instead of TLS on the socket "
                              "(the admin listener's transport), for comparison")
     args = parser.parse_args()
     host, port = args.upstream.rsplit(":", 1)
     target = Forward(host, int(port))
-    limits = ProxyLimits(access_log=not args.no_access_log)
+    access = None if args.access_log == "off" else AccessLog(
+        BatchedLogFile(args.access_log, reactor), reactor, args.access_log_format)
+    limits = ProxyLimits(access_log=None if access is None else access.record)
     factory = proxy_factory(StaticRouter({}, default=target), reactor, limits)
     if args.cert and args.memory_tls:
         wrapped = TimedTLSFactory(tls_context_factory(args.cert, args.key),  # type: ignore[arg-type]
