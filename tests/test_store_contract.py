@@ -1,6 +1,7 @@
-"""The IStore contract, run against every store (SQLite file and in-memory).
+"""The IStore contract, run against every store: SQLite file, in-memory, and PostgreSQL
+(a real server, started once per session by ``tests/pg_fixtures.py``).
 
-A PostgreSQL store later must pass this same module: add it to ``STORES``.
+A new store must pass this same module: add it to ``STORES``.
 """
 
 from __future__ import annotations
@@ -17,24 +18,31 @@ from aegis.interfaces import IStore, IStoreTransaction
 from aegis.store._runner import immediate_runner
 from aegis.store.errors import Conflict, NotFound
 from aegis.store.memory import MemoryStore
+from aegis.store.postgres import PostgresStore
 from aegis.store.sqlite import SQLiteStore
 from tests.helpers import certificate_fields, host_fields
 
 
-def _sqlite(tmp_path: Path) -> Any:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return SQLiteStore.open(tmp_path / "data" / "aegis.db", immediate_runner)
 
 
-def _memory(tmp_path: Path) -> Any:
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return MemoryStore()
 
 
-STORES: dict[str, Callable[[Path], Any]] = {"sqlite": _sqlite, "memory": _memory}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return PostgresStore.open(request.getfixturevalue("postgres_url"), immediate_runner)
+
+
+STORES: dict[str, Callable[[pytest.FixtureRequest, Path], Any]] = {
+    "sqlite": _sqlite, "memory": _memory, "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    opened = STORES[request.param](tmp_path)
+    opened = STORES[request.param](request, tmp_path)
     yield opened
     opened.close()
 
