@@ -26,6 +26,7 @@ from aegis import __version__
 from aegis.config import ConfigError, Settings
 from aegis.crypto.keywrap import MasterKey, MasterKeyError
 from aegis.crypto.masterkey import rotate_master_key
+from aegis.migrate_store import MigrateStoreOptions, migrate_store
 from aegis.tap import Options as RunOptions
 from aegis.tap import exit_with_error, makeService
 
@@ -52,6 +53,8 @@ class AegisOptions(usage.Options):
         ["rotate-key", None, RotateKeyOptions, "Re-encrypt stored keys under a new master key."],
         ["generate-key", None, usage.Options, "Print a new random master key (64 hex)."],
         ["version", None, usage.Options, "Print the version."],
+        ["migrate-store", None, MigrateStoreOptions, "Copy the SQLite database into "
+         "PostgreSQL (AEGIS_DATABASE_URL)."],
     ]
 
     def postOptions(self) -> None:
@@ -92,7 +95,7 @@ def rotate_key(options: RotateKeyOptions) -> int:
         exit_with_error(str(exc))
     except MasterKeyError as exc:
         exit_with_error(f"AEGIS_SSL_NEW_KEY: {exc}")
-    if not settings.database_path.exists():
+    if settings.database_url is None and not settings.database_path.exists():
         exit_with_error(f"no database at {settings.database_path}")
     try:
         storage = open_storage(settings, immediate_runner)
@@ -125,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(sub)
     if command == "rotate-key":
         return rotate_key(sub)
+    if command == "migrate-store":
+        return migrate_store(sub)
     if command == "generate-key":
         print(MasterKey.generate().hex())
         return 0

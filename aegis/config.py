@@ -121,6 +121,14 @@ def _parse_key_type(value: str) -> str:
     return value
 
 
+def _parse_database_url(value: str) -> str | None:
+    if value == "":
+        return None
+    from aegis.store.postgres import check_url  # psycopg only when PostgreSQL is chosen
+
+    return check_url(value)
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One row of the settings table."""
@@ -194,6 +202,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Key type of ACME certificates: ecdsa-p256 (default) or rsa-2048."),
     SettingSpec("cloudflare_api_base", "AEGIS_CLOUDFLARE_API_BASE", CLOUDFLARE_API_BASE,
                 _parse_url, "Base URL of the Cloudflare API v4."),
+    SettingSpec("database_url", "AEGIS_DATABASE_URL", "", _parse_database_url,
+                "postgresql:// URL of a shared PostgreSQL database, instead of the SQLite "
+                "file in the data directory (several nodes may share it; see "
+                "docs/storage.md). Empty: SQLite.", secret=True),
 )
 
 
@@ -223,6 +235,7 @@ class Settings:
     acme_ca_bundle: Path | None = None
     acme_key_type: str = "ecdsa-p256"
     cloudflare_api_base: str = CLOUDFLARE_API_BASE
+    database_url: str | None = field(default=None, repr=False)
 
     @property
     def database_path(self) -> Path:

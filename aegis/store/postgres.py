@@ -90,9 +90,12 @@ def check_url(url: str) -> str:
     if not url.startswith(("postgresql://", "postgres://")):
         raise ValueError("must be a postgresql:// URL")
     try:
-        conninfo_to_dict(url)
+        parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         raise ValueError("is not a valid PostgreSQL connection URL") from None
+    for port in str(parts.get("port") or "5432").split(","):
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("has a port outside 1-65535")
     return url
 
 
