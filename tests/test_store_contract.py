@@ -208,3 +208,22 @@ def test_host_settings_roundtrip(store: Any) -> None:
     host = run(store, lambda t: t.add_host(fields))
     assert host.fields() == fields
     assert run(store, lambda t: t.get_host(host.id)).upstream_tls_verify is False
+
+
+def test_conflict_leaves_the_transaction_usable(store: Any) -> None:
+    """A caller may catch a Conflict and go on in the same transaction (PostgreSQL aborts a
+    transaction after a failed statement unless the store guards it)."""
+    run(store, lambda t: t.add_certificate(certificate_fields(uid="taken")))
+    run(store, lambda t: t.add_host(host_fields("taken.example.com")))
+
+    def try_then_carry_on(txn: Any) -> int:
+        with pytest.raises(Conflict):
+            txn.add_certificate(certificate_fields(uid="taken"))
+        with pytest.raises(Conflict):
+            txn.add_host(host_fields("taken.example.com"))
+        txn.set_setting("after", "yes")
+        return int(txn.add_certificate(certificate_fields(uid="fresh")).id)
+
+    fresh = run(store, try_then_carry_on)
+    assert run(store, lambda t: t.get_certificate(fresh).uid) == "fresh"
+    assert run(store, lambda t: t.get_setting("after")) == "yes"
