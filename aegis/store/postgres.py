@@ -28,6 +28,7 @@ own dedicated connection (``connect``) rather than one of the pool's.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -42,7 +43,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from aegis.interfaces import IStore, IStoreTransaction
@@ -117,6 +118,22 @@ def store_error(error: psycopg.Error) -> StoreError:
     return StoreError(f"database error: {primary} (SQLSTATE {error.sqlstate})")
 
 
+class _PoolLogBridge(logging.Handler):
+    """psycopg_pool reports through stdlib logging (with no handler set up, raw lines on
+    stderr); route its records into Aegis's log instead, one event each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = LogLevel.warn if record.levelno >= logging.WARNING else LogLevel.debug
+        log.emit(level, "PostgreSQL pool: {message}", message=record.getMessage())
+
+
+def _bridge_pool_log() -> None:
+    pool_log = logging.getLogger("psycopg.pool")
+    if not any(isinstance(handler, _PoolLogBridge) for handler in pool_log.handlers):
+        pool_log.addHandler(_PoolLogBridge())
+        pool_log.propagate = False
+
+
 def _configure(connection: psycopg.Connection[Any]) -> None:
     for statement in _SESSION:
         connection.execute(statement)
@@ -181,6 +198,7 @@ class PostgresStore:
         @raise StoreUnavailable: no connection within ``wait_timeout`` (plus connecting).
         @raise SchemaTooNew: the database was written by a newer Aegis.
         """
+        _bridge_pool_log()
         pool: ConnectionPool[Any] = ConnectionPool(
             check_url(url), min_size=1, max_size=pool_size, open=False, name="aegis-store",
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 10,
