@@ -81,6 +81,13 @@ _ISSUANCE_COLUMNS = (
     "names", "issuer", "recent_failures", "retired_at",
 )
 
+def _uid_taken() -> Conflict:  # a fresh exception each time: raising sets its traceback
+    return Conflict("a certificate with this uid exists", "uid")
+
+
+def _taken(fields: HostFields) -> Conflict:
+    return Conflict(f"{fields.domain} already belongs to another host", "domain")
+
 
 def _cert_values(fields: CertificateFields) -> list[Any]:
     return [
@@ -191,6 +198,31 @@ class SQLTransaction:
         self.execute("RELEASE SAVEPOINT aegis_unique")
         return None if row is None else int(row["id"])
 
+    def _insert(
+        self, table: str, columns: Sequence[str], values: Sequence[Any], conflict: Conflict
+    ) -> int:
+        """Insert a stamped row; its new id."""
+        stamp = self._stamp()
+        names = ", ".join((*columns, "created_at", "updated_at"))
+        marks = ", ".join("?" * (len(columns) + 2))
+        ident = self._returning(
+            f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id",  # noqa: S608
+            [*values, stamp, stamp], conflict,
+        )
+        assert ident is not None
+        return ident
+
+    def _update(
+        self, table: str, ident: int, columns: Sequence[str], values: Sequence[Any],
+        conflict: Conflict,
+    ) -> bool:
+        """Overwrite row ``ident`` (``created_at`` stays); False if there is none."""
+        assignments = ", ".join(f"{column} = ?" for column in (*columns, "updated_at"))
+        return self._returning(
+            f"UPDATE {table} SET {assignments} WHERE id = ? RETURNING id",  # noqa: S608
+            [*values, self._stamp(), ident], conflict,
+        ) is not None
+
     def _stamp(self) -> str:
         return to_text(self._now())
 
@@ -214,16 +246,8 @@ class SQLTransaction:
     # certificates
 
     def add_certificate(self, fields: CertificateFields) -> CertificateRecord:
-        stamp = self._stamp()
-        columns = ", ".join((*_CERT_COLUMNS, "created_at", "updated_at"))
-        marks = ", ".join("?" * (len(_CERT_COLUMNS) + 2))
-        cert_id = self._returning(
-            f"INSERT INTO certificates ({columns}) VALUES ({marks}) RETURNING id",  # noqa: S608
-            [*_cert_values(fields), stamp, stamp],
-            Conflict("a certificate with this uid exists", "uid"),
-        )
-        assert cert_id is not None
-        return self.get_certificate(cert_id)
+        return self.get_certificate(self._insert(
+            "certificates", _CERT_COLUMNS, _cert_values(fields), _uid_taken()))
 
     def get_certificate(self, cert_id: int) -> CertificateRecord:
         row = self._one("SELECT * FROM certificates WHERE id = ?", (cert_id,))
@@ -236,13 +260,9 @@ class SQLTransaction:
         return [_cert_from_row(row) for row in rows]
 
     def replace_certificate(self, cert_id: int, fields: CertificateFields) -> CertificateRecord:
-        assignments = ", ".join(f"{column} = ?" for column in (*_CERT_COLUMNS, "updated_at"))
-        found = self._returning(
-            f"UPDATE certificates SET {assignments} WHERE id = ? RETURNING id",  # noqa: S608
-            [*_cert_values(fields), self._stamp(), cert_id],
-            Conflict("a certificate with this uid exists", "uid"),
-        )
-        if found is None:
+        if not self._update(
+            "certificates", cert_id, _CERT_COLUMNS, _cert_values(fields), _uid_taken()
+        ):
             raise NotFound("certificate", cert_id)
         return self.get_certificate(cert_id)
 
@@ -280,15 +300,7 @@ class SQLTransaction:
 
     def add_host(self, fields: HostFields) -> HostRecord:
         self._check_certificate(fields)
-        stamp = self._stamp()
-        columns = ", ".join((*_HOST_COLUMNS, "created_at", "updated_at"))
-        marks = ", ".join("?" * (len(_HOST_COLUMNS) + 2))
-        host_id = self._returning(
-            f"INSERT INTO hosts ({columns}) VALUES ({marks}) RETURNING id",  # noqa: S608
-            [*_host_values(fields), stamp, stamp],
-            Conflict(f"{fields.domain} already belongs to another host", "domain"),
-        )
-        assert host_id is not None
+        host_id = self._insert("hosts", _HOST_COLUMNS, _host_values(fields), _taken(fields))
         self._claim_names(host_id, fields)
         return self.get_host(host_id)
 
@@ -304,12 +316,7 @@ class SQLTransaction:
     def replace_host(self, host_id: int, fields: HostFields) -> HostRecord:
         self.get_host(host_id)
         self._check_certificate(fields)
-        assignments = ", ".join(f"{column} = ?" for column in (*_HOST_COLUMNS, "updated_at"))
-        self._returning(
-            f"UPDATE hosts SET {assignments} WHERE id = ? RETURNING id",  # noqa: S608
-            [*_host_values(fields), self._stamp(), host_id],
-            Conflict(f"{fields.domain} already belongs to another host", "domain"),
-        )
+        self._update("hosts", host_id, _HOST_COLUMNS, _host_values(fields), _taken(fields))
         self._claim_names(host_id, fields)
         return self.get_host(host_id)
 
