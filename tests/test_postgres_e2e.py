@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import trustme
 from cryptography import x509
@@ -51,6 +52,16 @@ def served_fingerprint(aegis: AegisProcess, sni: str) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def database_text(url: str) -> str:
+    """Every row of every table of the database, as text."""
+    with psycopg.connect(url) as db:
+        tables = [name for (name,) in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+        return "\n".join(
+            str(row) for table in tables
+            for row in db.execute(f"SELECT t::text FROM {table} t"))
+
+
 def add_bound_host(admin: Admin, ca: trustme.CA, domain: str) -> tuple[dict[str, Any], str]:
     """Upload a certificate for ``domain`` and a host bound to it; the host and the
     certificate's fingerprint."""
@@ -76,6 +87,7 @@ def test_run_restart_and_wrong_key(tmp_path: Path, postgres_url: str) -> None:
     aegis, admin = start(tmp_path / "node", env)
     host, fingerprint = add_bound_host(admin, trustme.CA(), "pg.example.com")
     assert served_fingerprint(aegis, "pg.example.com") == fingerprint
+    assert "PRIVATE KEY" not in database_text(postgres_url)  # sealed at rest
     stop(aegis)
     assert not (tmp_path / "node" / "data" / "aegis.db").exists()  # nothing went to SQLite
 

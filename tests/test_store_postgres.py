@@ -3,7 +3,11 @@ concurrent starts, serialisation retries, and a server that goes away (real serv
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -11,12 +15,19 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import errors as pg_errors
 
 from aegis.store._runner import immediate_runner
-from aegis.store.errors import SchemaTooNew, StoreBusy, StoreUnavailable
+from aegis.store.errors import (
+    SchemaTooNew,
+    StoreBusy,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 from aegis.store.migrations import LATEST_VERSION as SQLITE_LATEST
 from aegis.store.pg_migrations import LATEST_VERSION
-from aegis.store.postgres import PostgresStore, check_url, describe
+from aegis.store.postgres import PostgresStore, check_url, describe, store_error
 from aegis.store.sqlite import SQLiteStore
 from aegis.testing.ports import free_port
 from aegis.testing.postgres import PostgresCluster
@@ -222,3 +233,45 @@ def test_url_checks_never_echo_the_password() -> None:
         with pytest.raises(ValueError) as caught:
             check_url(bad)
         assert "secret" not in str(caught.value)
+
+
+_HOLD_A_WRITE = textwrap.dedent("""
+    import sys, time
+    from aegis.store._runner import immediate_runner
+    from aegis.store.postgres import PostgresStore
+    store = PostgresStore.open(sys.argv[1], immediate_runner)
+    def half(txn):
+        txn.set_setting("state", "new")
+        txn.delete_host(txn.list_hosts()[0].id)
+        print("written", flush=True)
+        time.sleep(60)
+    store.transact_blocking(half)
+""")
+
+
+def test_kill_9_mid_transaction_keeps_the_old_state(postgres_url: str) -> None:
+    store = PostgresStore.open(postgres_url, immediate_runner)
+    store.transact_blocking(lambda t: (t.set_setting("state", "old"),
+                                       t.add_host(host_fields("kept.example.com"))))
+    for _ in range(2):
+        writer = subprocess.Popen([sys.executable, "-c", _HOLD_A_WRITE, postgres_url],
+                                  stdout=subprocess.PIPE, text=True)
+        assert writer.stdout is not None and writer.stdout.readline() == "written\n"
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(10)
+        assert store.transact_blocking(lambda t: (
+            t.get_setting("state"), [h.domain for h in t.list_hosts()])) == (
+            "old", ["kept.example.com"])
+    # the killed session's locks are gone: a write goes through at once
+    started = time.monotonic()
+    store.transact_blocking(lambda t: t.set_setting("state", "later"))
+    assert time.monotonic() - started < 2
+    store.close()
+
+
+def test_server_errors_map_to_store_errors() -> None:
+    assert isinstance(store_error(pg_errors.DiskFull()), StoreFull)
+    assert isinstance(store_error(pg_errors.LockNotAvailable()), StoreBusy)
+    assert isinstance(store_error(pg_errors.AdminShutdown()), StoreUnavailable)
+    other = store_error(pg_errors.UndefinedTable())
+    assert type(other) is StoreError and "SQLSTATE 42P01" in str(other)
