@@ -148,11 +148,16 @@ def _rollback(connection: psycopg.Connection[Any]) -> None:
         log.failure("ROLLBACK failed")
 
 
+_CONNECTION: dict[str, Any] = {
+    "autocommit": True, "row_factory": dict_row, "connect_timeout": 10,
+    "application_name": "aegis",
+}
+
+
 def connect(url: str) -> psycopg.Connection[Any]:
     """A dedicated autocommit connection outside the pool (migrations, a future
     ``LISTEN`` session)."""
-    return psycopg.connect(url, autocommit=True, row_factory=dict_row,
-                           connect_timeout=10, application_name="aegis")
+    return psycopg.connect(url, **_CONNECTION)
 
 
 @implementer(IStore)
@@ -201,8 +206,7 @@ class PostgresStore:
         _bridge_pool_log()
         pool: ConnectionPool[Any] = ConnectionPool(
             check_url(url), min_size=1, max_size=pool_size, open=False, name="aegis-store",
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 10,
-                    "application_name": "aegis"},
+            kwargs=_CONNECTION,
             configure=_configure, check=ConnectionPool.check_connection,
             timeout=wait_timeout, reconnect_timeout=wait_timeout + 2,
         )
