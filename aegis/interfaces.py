@@ -158,8 +158,12 @@ class ICertificateIssuer(Interface):
         "identity are renewed at once.")
     key_kind = Attribute("The key type to generate for its certificates ('ecdsa-p256', ...).")
 
-    def issue(csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
-        """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes."""
+    def issue(csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[Any]:
+        """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes.
+
+        ``options``: the demand's source-specific public facts (a mapping, or None), e.g.
+        which stored certificate a renewal is for; an issuer ignores what it does not use.
+        """
 
     def abandon(names: Sequence[str]) -> Deferred[None]:
         """Forget any order in flight for ``names`` (their host went away). Idempotent."""

@@ -286,7 +286,7 @@ class LifecycleEngine(Service):
         now, budget = self.now(), self._budget
 
         def work(txn: IStoreTransaction) -> IssuanceState | None:
-            state = transitions.reset(txn, key)
+            state = transitions.reset(txn, key, keep_budget=True)
             if state is None:
                 return None
             wait = budget.earliest_attempt(state.recent_failures, now)
@@ -366,7 +366,7 @@ class LifecycleEngine(Service):
                             issuer=issuer.identity)
         try:
             chain = await issuer.issue(build_csr(private_key, list(demand.names)),
-                                       list(demand.names))
+                                       list(demand.names), dict(demand.options))
             if key not in self._demand:
                 raise CancelledError()  # abandoned while the CA answered: store nothing
             identity = issuer.identity

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from aegis.certs.lifecycle.budget import FailureBudget
 from aegis.certs.lifecycle.demand import Demand
-from aegis.certs.lifecycle.policy import ceil_second
+from aegis.certs.lifecycle.policy import ceil_second, lifetime_renewal_time
 from aegis.crypto.keys import (
     KeyKind,
     generate_private_key,
@@ -198,22 +198,32 @@ def revive(txn: IStoreTransaction, demand: Demand) -> IssuanceState:
     if record is not None:
         if not record.auto_renew:
             txn.replace_certificate(record.id, replace(record.fields(), auto_renew=True))
-        state = replace(state, status="valid", retired_at=None)
+        # A stored certificate adopted for renewal (a source's demand rule) is renewed at
+        # the lifetime rule, not at once, and keeps the identity of the issuer that made it.
+        issued_by = record.extra.get(ISSUED_BY)
+        state = replace(
+            state, status="valid", retired_at=None,
+            renews_at=state.renews_at or ceil_second(
+                lifetime_renewal_time(record.not_before, record.not_after)),
+            issuer=state.issuer or (issued_by if isinstance(issued_by, str) else None))
     else:
         state = replace(state, status="wanted", retired_at=None, certificate_id=None)
     txn.put_issuance_state(state)
     return state
 
 
-def reset(txn: IStoreTransaction, key: str) -> IssuanceState | None:
-    """Forget the backoff and the failure budget (an operator's "retry now", or the
-    certificate was deleted by force): the next attempt may start at once."""
+def reset(txn: IStoreTransaction, key: str, keep_budget: bool = False) -> IssuanceState | None:
+    """Forget the backoff (an operator's "retry now", or the certificate was deleted by
+    force): the next attempt may start at once. ``keep_budget`` keeps the recent failures,
+    so the CA's failed-validation limit still holds (a retry); a deleted certificate's
+    reset forgets them too."""
     state = txn.get_issuance_state(key)
     if state is None:
         return None
     if certificate_of(txn, state) is None:
         state = replace(state, certificate_id=None)
-    state = replace(state, failures=0, next_attempt_at=None, recent_failures=(),
+    recent = state.recent_failures if keep_budget else ()
+    state = replace(state, failures=0, next_attempt_at=None, recent_failures=recent,
                     renews_at=None if state.certificate_id is None else state.renews_at)
     if state.status == "failed":
         state = replace(state, status="wanted" if state.certificate_id is None else "valid")

@@ -128,7 +128,7 @@ class AcmeIssuer:
         self._journal: OrderJournal = journal if journal is not None else MemoryJournal()
         self._timeout = order_timeout
 
-    def issue(self, csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
+    def issue(self, csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names)))
 
     def abandon(self, names: Sequence[str]) -> Deferred[None]:
