@@ -127,6 +127,10 @@ def test_migrate_store_then_serve_from_postgres(tmp_path: Path, postgres_url: st
     stop(aegis)
 
     target = {"AEGIS_DATABASE_URL": postgres_url}
+    wrong_key = run_aegis(workdir, "migrate-store", env={
+        **target, "AEGIS_SSL_KEY": MasterKey.generate().hex()})
+    assert wrong_key.returncode == 2
+    assert wrong_key.stderr == "aegis: error: AEGIS_SSL_KEY does not match this database\n"
     copied = run_aegis(workdir, "migrate-store", env=target)
     assert copied.returncode == 0, copied.stderr
     assert "hosts 1" in copied.stdout and "certificates 1" in copied.stdout
