@@ -159,7 +159,9 @@ class ICertificateIssuer(Interface):
     key_kind = Attribute("The key type to generate for its certificates ('ecdsa-p256', ...).")
 
     def issue(csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[Any]:
-        """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes.
+        """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes, or an
+        :class:`aegis.certs.lifecycle.transitions.IssuedChain` carrying the issuer's own
+        reference for it (stored as ``source_ref``).
 
         ``options``: the demand's source-specific public facts (a mapping, or None), e.g.
         which stored certificate a renewal is for; an issuer ignores what it does not use.

@@ -20,6 +20,7 @@ import pytest_twisted
 from cryptography import x509
 from zope.interface.verify import verifyObject
 
+from aegis.certs.lifecycle.transitions import split_issued
 from aegis.crypto.keys import build_csr, generate_private_key, public_keys_equal
 from aegis.interfaces import ICertificateIssuer
 
@@ -46,8 +47,9 @@ class IssuerSubject:
 async def issue(subject: IssuerSubject, names: list[str]) -> tuple[Any, list[x509.Certificate]]:
     """Issue for ``names`` with a fresh key of the issuer's kind: (key, parsed chain)."""
     key = generate_private_key(subject.issuer.key_kind)
-    chain_pem = await subject.issuer.issue(build_csr(key, names), names)
-    assert isinstance(chain_pem, bytes)
+    result = await subject.issuer.issue(build_csr(key, names), names)
+    chain_pem, source_ref = split_issued(result)  # bytes, or the chain with its reference
+    assert source_ref is None or (isinstance(source_ref, str) and source_ref)
     return key, x509.load_pem_x509_certificates(chain_pem)
 
 

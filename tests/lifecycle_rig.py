@@ -76,7 +76,7 @@ class SigningIssuer:
         self.holding = False
         self.held: list[tuple[Deferred[bytes], bytes, tuple[str, ...]]] = []
 
-    def issue(self, csr_pem: bytes, names: Sequence[str]) -> Deferred[bytes]:
+    def issue(self, csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[bytes]:
         self.calls.append(tuple(names))
         if self.failing:
             return fail(IssueFailed(f"validation of {', '.join(names)} failed: "

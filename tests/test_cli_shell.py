@@ -247,23 +247,24 @@ def test_check_reads_the_health_endpoint(tmp_path: Path, health: tuple[int, Any]
 
 
 AUTOMATIC = {"id": 7, "domains": ["auto.example"], "source": "letsencrypt", "hosts": []}
-AUTO_HOST = {"id": 3, "domain": "auto.example", "aliases": [], "ssl_mode": "letsencrypt",
-             "acme": [{"name": "auto.example", "certificate_id": 7}]}
+RENEWING = {"name": "auto.example", "names": ["auto.example"], "status": "renewing",
+            "in_flight": True, "next_attempt_at": None}
 
 
 def test_renew_an_automatic_certificate_asks_for_a_retry(tmp_path: Path) -> None:
-    routes = {("GET", "/api/v1/certificates/7"): (200, AUTOMATIC),
-              ("GET", "/api/v1/hosts"): (200, [AUTO_HOST])}
+    routes = {("GET", "/api/v1/certificates/7"): (200, AUTOMATIC)}
     seen: list[tuple[str, str]] = []
     with fake_admin(tmp_path, routes, seen) as options:
         unsupported = cli("certs", "renew", "7", *options)
         assert unsupported.status == 1
         assert "does not support renewing on demand" in unsupported.err
-        routes[("POST", "/api/v1/hosts/3/issuance/retry")] = (202, {"status": "obtaining"})
+        routes[("POST", "/api/v1/certificates/7/renew")] = (200, RENEWING)
         renewed = cli("certs", "renew", "7", "--json", *options)
+        shown = cli("certs", "renew", "7", *options)
     assert renewed.status == 0, renewed
-    assert json.loads(renewed.out)["retried"][0]["host_id"] == 3
-    assert seen.count(("POST", "/api/v1/hosts/3/issuance/retry")) == 2
+    assert json.loads(renewed.out)["lifecycle"]["status"] == "renewing"
+    assert "renewal of auto.example started" in shown.out
+    assert seen.count(("POST", "/api/v1/certificates/7/renew")) == 3
 
 
 def test_health_counts_are_found_where_they_sit() -> None:

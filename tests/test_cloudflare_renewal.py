@@ -196,6 +196,8 @@ async def test_auto_renew_keeps_the_credential_sealed_and_renews_in_place(
     asked = list(world.run.fake.certificates.values())[-1]
     assert (asked["request_type"], asked["requested_validity"], asked["hostnames"]) == (
         "origin-ecc", 7, ["app.example.com"])
+    # The new Cloudflare id is recorded (revocation and the dashboard need it).
+    assert renewed.source_ref == str(asked["id"]) != record.source_ref
     assert TOKEN not in log_text(captured)
 
 

@@ -324,3 +324,25 @@ def test_a_new_automatic_host_shows_its_order_not_covered(rig: Rig, ca: trustme.
     assert shop["name"] == "shop.example.com" and shop["status"] == "covered"
     assert host["serving_certificate"]["step"] == "autocert"
     assert rig.issuer.calls == [("new.example.com",)]
+
+
+def test_renew_a_certificate_now(rig: Rig, ca: trustme.CA) -> None:
+    """``POST /api/v1/certificates/{id}/renew`` (what ``aegis certs renew`` calls): an
+    automatic certificate is renewed at once, in place; an upload is refused in words."""
+    host = rig.add_host("renew.example.com", ssl_mode="letsencrypt")
+    code, (state,) = rig.call("GET", "/api/v1/issuance")
+    assert state["status"] == "valid", state
+    cert_id = state["certificate_id"]
+    calls = len(rig.issuer.calls)
+    code, body = rig.call("POST", f"/api/v1/certificates/{cert_id}/renew")
+    assert code == 200, body
+    jsonschema.validate(body, strict(ISSUANCE_SCHEMA))
+    assert len(rig.issuer.calls) == calls + 1
+    assert body["status"] == "valid" and body["certificate_id"] == cert_id
+    assert rig.served(host.domain) == ("autocert", cert_id)
+    uploaded = upload(rig, ca, "manual.example.com")
+    code, body = rig.call("POST", f"/api/v1/certificates/{uploaded['id']}/renew")
+    assert code == 409 and body["error"]["code"] == "not_automatic", body
+    assert "PUT /api/v1/certificates" in body["error"]["message"]
+    code, body = rig.call("POST", "/api/v1/certificates/999/renew")
+    assert code == 404

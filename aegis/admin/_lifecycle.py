@@ -128,3 +128,26 @@ async def retry_host(ctx: AdminContext, request: IRequest, host_id: int) -> list
             await engine.retry(state.name)
         shown.append(issuance_for_name(engine, name))
     return shown
+
+
+@routes.route(
+    "POST", "/api/v1/certificates/<int:cert_id>/renew",
+    summary="Renew an automatically managed certificate now (clears the backoff)",
+    description="For a certificate Aegis renews itself (Let's Encrypt, Cloudflare Origin "
+    "with automatic renewal). Others answer 409 saying how they are renewed.",
+    responses={200: ("The certificate's lifecycle state", ISSUANCE_SCHEMA),
+               404: "Unknown certificate", 409: "Aegis does not renew this certificate"},
+)
+async def renew_certificate(ctx: AdminContext, request: IRequest, cert_id: int) -> Any:
+    engine = _engine(ctx)
+    record = await ctx.store.transact(lambda txn: txn.get_certificate(cert_id))
+    await engine.refresh()
+    managed = [s for s in engine.states()
+               if s.certificate_id == cert_id and s.status != "retired"]
+    if not managed:
+        spec = sources.get(record.source)
+        raise ApiError(409, "not_automatic",
+                       f"certificate {cert_id} ({spec.label}) is not renewed by Aegis: it is "
+                       f"{spec.renewal_note or 'renewed by its source'}", "id")
+    state = await engine.retry(managed[0].name, renew=True)
+    return issuance_object(engine, state or managed[0])

@@ -109,57 +109,37 @@ class RemoveCertificate(RemoveCommand):
     id_of, collection, noun = "the certificate id", "/api/v1/certificates", "certificate"
 
 
-def _hosts_of(client: AdminClient, certificate: dict[str, Any]) -> list[int]:
-    """Hosts whose automatic certificate this is: bound to it, issued it, or named on it."""
-    cert_id, names = certificate["id"], set(certificate.get("domains") or [])
-    found = [host["id"] for host in certificate.get("hosts") or []]
-    for host in client.call("GET", "/api/v1/hosts"):
-        if host["id"] in found or host.get("ssl_mode") != "letsencrypt":
-            continue
-        issued = any(state.get("certificate_id") == cert_id for state in host.get("acme") or [])
-        if issued or names & {host.get("domain"), *(host.get("aliases") or [])}:
-            found.append(host["id"])
-    return found
-
-
 class RenewCertificate(ClientCommand):
     synopsis = "ID"
-    longdesc = ("Renew a certificate now. An automatic certificate (Let's Encrypt, Cloudflare) "
-                "is re-ordered through the lifecycle's retry for each host it serves; an "
-                "uploaded one is renewed by uploading its successor with "
-                "`aegis certs import --replace ID`.")
+    longdesc = ("Renew a certificate now. An automatic certificate (Let's Encrypt, Cloudflare "
+                "Origin with automatic renewal) is re-ordered at once through the lifecycle "
+                "(POST /api/v1/certificates/ID/renew); an uploaded one is renewed by "
+                "uploading its successor with `aegis certs import --replace ID`.")
     arguments = ("id",)
     id_of = "the certificate id"
 
     def execute(self, client: AdminClient) -> int:
-        certificate = client.call("GET", f"/api/v1/certificates/{self['id']}")
-        if certificate.get("source") == "custom":
+        client.call("GET", f"/api/v1/certificates/{self['id']}")  # an unknown id: its 404
+        path = f"/api/v1/certificates/{self['id']}/renew"
+        response = client.request("POST", path)
+        if response.status in (404, 405):  # the certificate exists: the route does not
             raise CommandFailed(
-                f"certificate {self['id']} was uploaded (source custom): Aegis cannot renew "
-                f"it; upload its successor with `aegis certs import --replace {self['id']} "
-                "CERT_FILE KEY_FILE`")
-        hosts = _hosts_of(client, certificate)
-        if not hosts:
-            raise CommandFailed(f"no proxy host uses certificate {self['id']}, so nothing "
-                                "would renew it")
-        results = []
-        for host_id in hosts:
-            response = client.request("POST", f"/api/v1/hosts/{host_id}/issuance/retry")
-            if response.status in (404, 405):
-                # The host was just listed, so a 404 means the route itself is missing.
-                raise CommandFailed(
-                    "this server does not support renewing on demand (POST "
-                    f"/api/v1/hosts/{host_id}/issuance/retry answered {response.status}); it "
-                    "renews automatic certificates by itself before they expire")
-            if response.status >= 400:
-                raise failure(response)
-            results.append({"host_id": host_id, "response": response.json()
-                            if response.body else None})
+                f"this server does not support renewing on demand (POST {path} answered "
+                f"{response.status}); it renews automatic certificates by itself")
+        if response.status == 409:
+            raise CommandFailed(failure(response).args[0] + "; an uploaded certificate is "
+                                f"renewed with `aegis certs import --replace {self['id']} "
+                                "CERT_FILE KEY_FILE`")
+        if response.status >= 400:
+            raise failure(response)
+        state = response.json()
         if self.as_json:
-            output.print_json({"certificate_id": self["id"], "retried": results})
+            output.print_json({"certificate_id": self["id"], "lifecycle": state})
         else:
-            for result in results:
-                print(f"host {result['host_id']}: issuance retry started")
+            print(f"certificate {self['id']}: renewal of {', '.join(state['names'])} "
+                  f"{'started' if state.get('in_flight') else state['status']}"
+                  + (f"; next attempt at {state['next_attempt_at']}"
+                     if state.get("next_attempt_at") else ""))
         return 0
 
 

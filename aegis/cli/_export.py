@@ -25,6 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from aegis import __version__
+from aegis.certs import sources
 from aegis.cli import _output as output
 from aegis.cli._archive import atomic_output
 from aegis.cli._backup import settings_for
@@ -202,19 +203,24 @@ class Outcome:
         return any(row["result"] == "failed" for row in self.rows)
 
 
+def _renews_itself(source: object) -> bool:
+    """A certificate the target Aegis obtains by itself (ACME): not imported."""
+    return isinstance(source, str) and sources.known(source) and sources.get(source).renews_itself
+
+
 def _import_certificates(client: AdminClient, document: dict[str, Any],
                          secret: bytes | None, outcome: Outcome) -> dict[Any, int]:
     present = {cert.get("fingerprint_sha256"): cert["id"]
                for cert in client.call("GET", "/api/v1/certificates")}
     wanted_by_custom_hosts = {host.get("ssl_cert_id") for host in document["hosts"]
-                              if host.get("ssl_mode") == "custom"}
+                              if host.get("ssl_mode") == sources.MODE_BOUND}
     mapping: dict[Any, int] = {}
     for cert in document["certificates"]:
         old, name = cert.get("id"), ", ".join(cert.get("domains") or []) or "?"
         if cert.get("fingerprint_sha256") in present:
             mapping[old] = present[cert["fingerprint_sha256"]]
             outcome.add("certificate", old, name, "skipped", mapping[old], "already present")
-        elif cert.get("source") == "letsencrypt" and old not in wanted_by_custom_hosts:
+        elif _renews_itself(cert.get("source")) and old not in wanted_by_custom_hosts:
             outcome.add("certificate", old, name, "skipped", None,
                         "issued automatically: the target orders its own")
         elif not cert.get("key_pem"):

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from aegis.certs.sources import MODE_BOUND
 from aegis.cli import _output as output
 from aegis.cli._client import AdminClient, CommandFailed
 from aegis.cli._command import ClientCommand, Group, ListCommand, RemoveCommand, positive_id
@@ -109,7 +110,7 @@ class AddHost(ClientCommand):
         if self["ssl-mode"] is not None:
             body["ssl_mode"] = self["ssl-mode"]
         elif "ssl_cert_id" in body or "ssl_cert_pem" in body:
-            body["ssl_mode"] = "custom"
+            body["ssl_mode"] = MODE_BOUND
         for option, name in (("force-https", "force_https"), ("hsts", "hsts_enabled"),
                              ("upstream-tls-verify", "upstream_tls_verify")):
             if self[option] is not None:

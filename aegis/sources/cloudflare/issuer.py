@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from aegis.certs.lifecycle.transitions import IssuedChain
 from aegis.crypto.keys import KeyKind, key_type_name
 from aegis.crypto.keywrap import KeyWrapper
 from aegis.interfaces import ICertificateIssuer, IStore
@@ -141,7 +142,7 @@ class OriginIssuer:
 
     async def _issue(
         self, csr_pem: bytes, names: tuple[str, ...], options: dict[str, Any],
-    ) -> bytes:
+    ) -> IssuedChain:
         credentials = await self._credentials_for(options.get("certificate_id"))
         request_type = options.get("request_type")
         if request_type is None:
@@ -153,7 +154,7 @@ class OriginIssuer:
         answer = await self.submit(credentials, csr_pem, names, request_type, validity)
         log.info("Cloudflare Origin CA signed certificate {cloudflare_id} for {names}",
                  cloudflare_id=answer.cloudflare_id, names=list(names))
-        return answer.chain_pem
+        return IssuedChain(answer.chain_pem, source_ref=answer.cloudflare_id)
 
     async def _credentials_for(self, cert_id: object) -> Credentials:
         if not isinstance(cert_id, int):
