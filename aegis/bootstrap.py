@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from twisted.logger import Logger
 
@@ -32,6 +32,9 @@ from aegis.store._runner import Runner
 from aegis.store.errors import StoreError
 from aegis.store.sqlite import SQLiteStore, ensure_private_directory
 
+if TYPE_CHECKING:
+    from aegis.store.postgres import PostgresStore
+
 log = Logger()
 
 LOCK_FILE = "aegis.lock"
@@ -43,7 +46,7 @@ class StartupError(Exception):
 
 @dataclass
 class Storage:
-    store: SQLiteStore
+    store: SQLiteStore | PostgresStore
     wrapper: KeyWrapper
     key: ResolvedKey
     lock: IO[bytes]
@@ -72,16 +75,38 @@ def acquire_instance_lock(data_dir: Path) -> IO[bytes]:
     return handle
 
 
+def open_database(settings: Settings, runner: Runner) -> SQLiteStore | PostgresStore:
+    """The configured database, opened without migrating: PostgreSQL when
+    ``AEGIS_DATABASE_URL`` is set, else the SQLite file in the data directory."""
+    if settings.database_url is None:
+        return SQLiteStore.open(settings.database_path, runner, migrate=False)
+    from aegis.store.postgres import PostgresStore
+
+    return PostgresStore.open(settings.database_url, runner, migrate=False)
+
+
+def database_description(settings: Settings) -> str:
+    """Where the data lives, for messages (never a password)."""
+    if settings.database_url is None:
+        return str(settings.database_path)
+    from aegis.store.postgres import describe
+
+    return f"PostgreSQL {describe(settings.database_url)}"
+
+
 def open_storage(settings: Settings, runner: Runner) -> Storage:
     """Open the database and prove the master key before writing anything.
+
+    The data-directory lock is taken with PostgreSQL too: the directory still holds this
+    node's local files (admin token, local CA, caches).
 
     @raise StartupError: wrong or missing key, newer schema, unreadable database, or
         another process holding the data directory.
     """
     lock = acquire_instance_lock(settings.data_dir)
-    store: SQLiteStore | None = None
+    store: SQLiteStore | PostgresStore | None = None
     try:
-        store = SQLiteStore.open(settings.database_path, runner, migrate=False)
+        store = open_database(settings, runner)
         if store.schema_version() >= 1:
             store.transact_blocking(lambda txn: verify_master_key(txn, settings.ssl_key))
         store.migrate()
@@ -99,7 +124,7 @@ def open_storage(settings: Settings, runner: Runner) -> Storage:
             "table of {database}, next to the data it protects. To keep it apart: stop Aegis, "
             "run `AEGIS_SSL_NEW_KEY=$(aegis generate-key) aegis rotate-key`, and start Aegis "
             "with AEGIS_SSL_KEY set to that key.",
-            database=str(settings.database_path),
+            database=database_description(settings),
         )
     elif resolved.stored_in_database and settings.ssl_key is not None:
         log.warn("AEGIS_SSL_KEY is set, and a copy of it is still stored in the database; "

@@ -144,6 +144,12 @@ def _one_of(*choices: str) -> Callable[[str], str]:
             raise ValueError("must be " + ", ".join(choices[:-1]) + " or " + choices[-1])
         return value
     return parse
+def _parse_database_url(value: str) -> str | None:
+    if value == "":
+        return None
+    from aegis.store.postgres import check_url  # psycopg only when PostgreSQL is chosen
+
+    return check_url(value)
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("log_format", "AEGIS_LOG_FORMAT", "text", _one_of("text", "json"),
                 "Application log format: text, or json (one object per line, for journald "
                 "and ELK)."),
+    SettingSpec("database_url", "AEGIS_DATABASE_URL", "", _parse_database_url,
+                "postgresql:// URL of a shared PostgreSQL database, instead of the SQLite "
+                "file in the data directory (several nodes may share it; see "
+                "docs/storage.md). Empty: SQLite.", secret=True),
 )
 
 
@@ -263,6 +273,7 @@ class Settings:
     access_log_format: str = "combined"
     log_level: str = "info"
     log_format: str = "text"
+    database_url: str | None = field(default=None, repr=False)
 
     @property
     def database_path(self) -> Path:

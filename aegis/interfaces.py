@@ -1,8 +1,9 @@
 """The seams of Aegis. Each is small, and its docstring is its contract.
 
 * :class:`IStore` / :class:`IStoreTransaction`: all persistent state. SQLite is the embedded
-  implementation, :class:`aegis.store.memory.MemoryStore` the in-memory one; a PostgreSQL
-  store for several nodes implements the same two interfaces. No SQL lives outside a store.
+  implementation, :class:`aegis.store.memory.MemoryStore` the in-memory one, and
+  :class:`aegis.store.postgres.PostgresStore` the one several nodes share. No SQL lives
+  outside a store.
 * :class:`ICertificateIssuer`: anything that turns a CSR into a certificate chain (ACME,
   Cloudflare Origin CA). Sources plug in here; the registry and TLS layer never learn which.
 * :class:`IOnDemandIssuance`: how the TLS handshake path asks for a certificate it lacks,

@@ -7,3 +7,5 @@ pytest-twisted then finds a reactor installed; it accepts it because
 from aegis.reactor import install
 
 install()
+
+pytest_plugins = ("tests.pg_fixtures",)

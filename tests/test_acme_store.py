@@ -1,7 +1,7 @@
 """The store methods the ACME source added (migration 2), against every store.
 
-Same shape as ``test_store_contract``: each test runs on SQLite and in memory, so both
-behave the same.
+Same shape as ``test_store_contract`` and on the same ``STORES`` (SQLite, in memory,
+PostgreSQL), so all behave the same.
 """
 
 from __future__ import annotations
@@ -14,20 +14,16 @@ from typing import Any
 import pytest
 
 from aegis.store._runner import immediate_runner
-from aegis.store.memory import MemoryStore
 from aegis.store.records import AcmeChallenge, IssuanceState
 from aegis.store.sqlite import SQLiteStore
+from tests.test_store_contract import STORES
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    opened: Any
-    if request.param == "sqlite":
-        opened = SQLiteStore.open(tmp_path / "data" / "aegis.db", immediate_runner)
-    else:
-        opened = MemoryStore()
+    opened = STORES[request.param](request, tmp_path)
     yield opened
     opened.close()
 

@@ -1,6 +1,7 @@
-"""The IStore contract, run against every store (SQLite file and in-memory).
+"""The IStore contract, run against every store: SQLite file, in-memory, and PostgreSQL
+(a real server, started once per session by ``tests/pg_fixtures.py``).
 
-A PostgreSQL store later must pass this same module: add it to ``STORES``.
+A new store must pass this same module: add it to ``STORES``.
 """
 
 from __future__ import annotations
@@ -17,24 +18,31 @@ from aegis.interfaces import IStore, IStoreTransaction
 from aegis.store._runner import immediate_runner
 from aegis.store.errors import Conflict, NotFound
 from aegis.store.memory import MemoryStore
+from aegis.store.postgres import PostgresStore
 from aegis.store.sqlite import SQLiteStore
 from tests.helpers import certificate_fields, host_fields
 
 
-def _sqlite(tmp_path: Path) -> Any:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return SQLiteStore.open(tmp_path / "data" / "aegis.db", immediate_runner)
 
 
-def _memory(tmp_path: Path) -> Any:
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return MemoryStore()
 
 
-STORES: dict[str, Callable[[Path], Any]] = {"sqlite": _sqlite, "memory": _memory}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return PostgresStore.open(request.getfixturevalue("postgres_url"), immediate_runner)
+
+
+STORES: dict[str, Callable[[pytest.FixtureRequest, Path], Any]] = {
+    "sqlite": _sqlite, "memory": _memory, "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    opened = STORES[request.param](tmp_path)
+    opened = STORES[request.param](request, tmp_path)
     yield opened
     opened.close()
 
@@ -200,3 +208,22 @@ def test_host_settings_roundtrip(store: Any) -> None:
     host = run(store, lambda t: t.add_host(fields))
     assert host.fields() == fields
     assert run(store, lambda t: t.get_host(host.id)).upstream_tls_verify is False
+
+
+def test_conflict_leaves_the_transaction_usable(store: Any) -> None:
+    """A caller may catch a Conflict and go on in the same transaction (PostgreSQL aborts a
+    transaction after a failed statement unless the store guards it)."""
+    run(store, lambda t: t.add_certificate(certificate_fields(uid="taken")))
+    run(store, lambda t: t.add_host(host_fields("taken.example.com")))
+
+    def try_then_carry_on(txn: Any) -> int:
+        with pytest.raises(Conflict):
+            txn.add_certificate(certificate_fields(uid="taken"))
+        with pytest.raises(Conflict):
+            txn.add_host(host_fields("taken.example.com"))
+        txn.set_setting("after", "yes")
+        return int(txn.add_certificate(certificate_fields(uid="fresh")).id)
+
+    fresh = run(store, try_then_carry_on)
+    assert run(store, lambda t: t.get_certificate(fresh).uid) == "fresh"
+    assert run(store, lambda t: t.get_setting("after")) == "yes"

@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aegis.store.errors import Conflict, NotFound, StoreBusy, StoreError, StoreFull
+from aegis.store.errors import (
+    Conflict,
+    NotFound,
+    StoreBusy,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 
 
 @dataclass(eq=False)
@@ -61,8 +68,9 @@ def invalid(field_name: str | None, message: str, code: str = "invalid_field",
 
 
 def from_store_error(error: StoreError) -> ApiError:
-    """Map :mod:`aegis.store.errors` to HTTP: NotFound 404, Conflict 409, StoreBusy 503,
-    StoreFull 507 (Insufficient Storage)."""
+    """Map :mod:`aegis.store.errors` to HTTP: NotFound 404, Conflict 409, StoreBusy and
+    StoreUnavailable (the database server cannot be reached) 503, StoreFull 507
+    (Insufficient Storage)."""
     if isinstance(error, NotFound):
         return ApiError(404, "not_found", str(error))
     if isinstance(error, Conflict):
@@ -70,6 +78,11 @@ def from_store_error(error: StoreError) -> ApiError:
     if isinstance(error, StoreFull):
         return ApiError(507, "storage_full",
                         "the disk holding the database is full; nothing was changed")
+    if isinstance(error, StoreUnavailable):
+        return ApiError(
+            503, "store_unavailable", "the database cannot be reached; retry shortly",
+            headers={"Retry-After": str(error.retry_after_seconds)},
+        )
     if isinstance(error, StoreBusy):
         return ApiError(
             503, "store_busy", "the database is busy; retry shortly",

@@ -33,6 +33,7 @@ from aegis.cli._status import Check, Status
 from aegis.config import ConfigError, Settings
 from aegis.crypto.keywrap import MasterKey, MasterKeyError
 from aegis.crypto.masterkey import rotate_master_key
+from aegis.migrate_store import MigrateStoreOptions, migrate_store
 
 if TYPE_CHECKING:
     from aegis.tap import Options as RunOptions
@@ -83,6 +84,8 @@ class AegisOptions(usage.Options):
         ["restore", None, RestoreCommand, "Restore a backup into a stopped instance."],
         ["export", None, ExportCommand, "Export hosts and certificates as JSON."],
         ["import", None, ImportCommand, "Import an export through the admin API."],
+        ["migrate-store", None, MigrateStoreOptions, "Copy the SQLite database into "
+         "PostgreSQL (AEGIS_DATABASE_URL)."],
     ]
 
     def postOptions(self) -> None:
@@ -130,7 +133,7 @@ def rotate_key(options: RotateKeyOptions) -> int:
         exit_with_error(str(exc))
     except MasterKeyError as exc:
         exit_with_error(f"AEGIS_SSL_NEW_KEY: {exc}")
-    if not settings.database_path.exists():
+    if settings.database_url is None and not settings.database_path.exists():
         exit_with_error(f"no database at {settings.database_path}")
     try:
         storage = open_storage(settings, immediate_runner)
@@ -168,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(sub)
     if command == "rotate-key":
         return rotate_key(sub)
+    if command == "migrate-store":
+        return migrate_store(sub)
     if command == "generate-key":
         print(MasterKey.generate().hex())
         return 0

@@ -13,6 +13,15 @@ class StoreBusy(StoreError):
     retry_after_seconds = 1
 
 
+class StoreUnavailable(StoreBusy):
+    """The database server cannot be reached (connection refused or lost, server shutting
+    down); retry later (503). The transaction was not committed, except when the connection
+    broke during COMMIT itself, where only reading back tells. A StoreBusy, so every caller
+    that retries a busy store retries this too."""
+
+    retry_after_seconds = 5
+
+
 class StoreFull(StoreError):
     """The disk (or the database's size limit) is full. The transaction was rolled back,
     so every stored record is as it was before (507)."""

@@ -20,6 +20,16 @@ _REMOVED_CHECKS = (
     ("issuance_state", "CHECK (status IN ('pending', 'obtaining', 'valid', 'failed'))"),
 )
 
+# Migration 4's plain statements, after the CHECK lists are gone (PostgreSQL runs them too).
+LIFECYCLE_COLUMNS = (
+    "ALTER TABLE issuance_state ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE issuance_state ADD COLUMN names TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE issuance_state ADD COLUMN issuer TEXT",
+    "ALTER TABLE issuance_state ADD COLUMN recent_failures TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE issuance_state ADD COLUMN retired_at TEXT",
+    "UPDATE issuance_state SET status = 'wanted' WHERE status = 'pending'",
+)
+
 
 def _lifecycle(db: sqlite3.Connection) -> None:
     """4: the lifecycle engine's columns, and no value lists in CHECK constraints.
@@ -48,14 +58,7 @@ def _lifecycle(db: sqlite3.Connection) -> None:
     (ok,) = db.execute("PRAGMA integrity_check").fetchone()
     if ok != "ok":
         raise RuntimeError(f"migration 4: integrity_check says {ok}")
-    for statement in (
-        "ALTER TABLE issuance_state ADD COLUMN source TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE issuance_state ADD COLUMN names TEXT NOT NULL DEFAULT '[]'",
-        "ALTER TABLE issuance_state ADD COLUMN issuer TEXT",
-        "ALTER TABLE issuance_state ADD COLUMN recent_failures TEXT NOT NULL DEFAULT '[]'",
-        "ALTER TABLE issuance_state ADD COLUMN retired_at TEXT",
-        "UPDATE issuance_state SET status = 'wanted' WHERE status = 'pending'",
-    ):
+    for statement in LIFECYCLE_COLUMNS:
         db.execute(statement)
 
 

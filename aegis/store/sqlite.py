@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from aegis.interfaces import IStore, IStoreTransaction
 from aegis.store._runner import Runner
-from aegis.store._sqlite_txn import SQLiteTransaction
+from aegis.store._sql_txn import Dialect, SQLTransaction
 from aegis.store.errors import SchemaTooNew, StoreBusy, StoreError, StoreFull
 from aegis.store.migrations import LATEST_VERSION, MIGRATIONS
 from aegis.timefmt import utcnow
@@ -39,6 +39,7 @@ T = TypeVar("T")
 log = Logger()
 
 DEFAULT_BUSY_TIMEOUT = 5.0
+SQLITE = Dialect("sqlite", "?", sqlite3.IntegrityError)
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -181,7 +182,7 @@ class SQLiteStore:
         db = self._connection()
         self._begin(db)
         try:
-            result = work(SQLiteTransaction(db, self._now))
+            result = work(SQLTransaction(db, SQLITE, self._now))
         except sqlite3.OperationalError as exc:
             _rollback(db)
             raise _operational(exc) from None
