@@ -37,6 +37,7 @@ from aegis.admin._json import parse_json_body
 from aegis.admin._limits import MAX_BODY_BYTES
 from aegis.admin._registry import ROUTE_TABLES
 from aegis.admin._routing import (
+    MAX_ROW_ID,
     AdminContext,
     BytesResponse,
     JsonResponse,
@@ -83,6 +84,7 @@ class AdminAPI:
     async def _run(self, op: Operation, request: IRequest, params: dict[str, Any]) -> bytes:
         try:
             self._admit(request, public=op.public)
+            _check_path_ids(params)
             body = self._read_body(request)
             if op.body is not None:
                 params["body"] = parse_json_body(body, op.body)
@@ -185,6 +187,14 @@ def api_class(tables: Sequence[RouteTable], name: str = "CustomAdminAPI") -> typ
 
 
 _install(AdminAPI, ROUTE_TABLES)
+
+
+def _check_path_ids(params: dict[str, Any]) -> None:
+    """``<int:...>`` path parameters accept any digits; ids past :data:`MAX_ROW_ID` are a
+    404 here rather than an OverflowError in the store."""
+    for name, value in params.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_ROW_ID:
+            raise ApiError(404, "not_found", f"no such {name.removesuffix('_id')}", name)
 
 
 def _too_large(limit: int) -> ApiError:

@@ -15,7 +15,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from aegis.admin._errors import ApiError
-from aegis.admin._json import Field, ObjectSchema
+from aegis.admin._json import PEM_CERTIFICATE, PEM_PRIVATE_KEY, Field, ObjectSchema
 from aegis.admin._routing import AdminContext, JsonResponse, RouteTable
 from aegis.certs.errors import CertificateError
 from aegis.certs.pem import MAX_PEM_CHARS
@@ -31,7 +31,7 @@ PAIR = ObjectSchema(
     {
         "domains": Field(
             "array",
-            items=Field("string", max_length=1024),
+            items=Field("string", max_length=1024, min_length=1),
             max_length=MAX_DOMAINS,
             description="Names the certificate must cover (checked against its SANs)",
         ),
@@ -39,12 +39,16 @@ PAIR = ObjectSchema(
             "string",
             required=True,
             max_length=MAX_PEM_CHARS,
+            pattern=PEM_CERTIFICATE,
+            pattern_code="invalid_pem",
             description="PEM certificate, optionally followed by its intermediates",
         ),
         "key_pem": Field(
             "string",
             required=True,
             max_length=MAX_PEM_CHARS,
+            pattern=PEM_PRIVATE_KEY,
+            pattern_code="invalid_pem",
             description="PEM private key (RSA >= 2048, ECDSA P-256/384/521, Ed25519)",
         ),
         "key_passphrase": Field(
