@@ -33,7 +33,6 @@ from aegis.proxy._h1wire import (
     Request,
     local_response,
     public_reason,
-    rejection,
     response_head,
     small_rest,
 )
@@ -73,6 +72,8 @@ class Http1Connection(ClientFlow):
         self._head_size = 0
         self._held = b""
         self._request_deadline = 0.0
+        # A refusal waiting for the pipelined requests before it to be answered.
+        self._rejection: tuple[int, str] | None = None
 
     # -- connection lifecycle ---------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -119,6 +120,7 @@ class Http1Connection(ClientFlow):
             offset = upgrade.args[0] if upgrade.args else len(data)
             self._upgrade_rest = [data[offset:]]
             self._pause("upgrade")
+            self._dispatch()
             return
         except httptools.HttpParserCallbackError as exc:
             if self._reject is None:
@@ -138,6 +140,13 @@ class Http1Connection(ClientFlow):
             return
         if self._in_head and self._head_bytes > self.engine.limits.max_header_bytes + 65536:
             self._fatal(431, "request head too large")
+            return
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start the first queued request if none is active (after a read is parsed)."""
+        if self._active is None and self._queue and not self._closed:
+            self._next()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
@@ -225,10 +234,11 @@ class Http1Connection(ClientFlow):
         else:
             self._cancel_timer()
         self._queue.append(request)
-        if self._active is None:
-            self._next()
-        else:
+        if self._active is not None or len(self._queue) > 1:
             self._pause("pipeline")
+        # Dispatched by dataReceived once this read is parsed: a framing error later in the
+        # same bytes (a bad chunk size) then refuses the request before anything of it
+        # reaches an upstream.
 
     def on_body(self, body: bytes) -> None:
         request = self._queue[-1] if self._queue else self._active
@@ -306,6 +316,8 @@ class Http1Connection(ClientFlow):
             return
         if self._queue:
             self._next()
+        elif self._rejection is not None:
+            self._send_rejection(*self._rejection)  # the requests before it are answered
         elif not self._in_head:
             self._set_timer(self.engine.limits.keepalive_timeout)
 
@@ -414,16 +426,3 @@ class Http1Connection(ClientFlow):
         self.transport.resumeProducing()  # type: ignore[union-attr]
         if buffered:
             upstream.write(b"".join(buffered))
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _fatal(self, status: int, reason: str) -> None:
-        """Refuse with ``status`` and close; earlier pipelined responses are abandoned."""
-        self._cancel_timer()
-        if self._active is not None and self._active.exchange is not None:
-            self._active.exchange.cancel()
-        self._active = None
-        self._queue.clear()
-        self.transport.write(rejection(status, reason))  # type: ignore[union-attr]
-        self._closing = True
-        self._close()
-        log.info("rejected request with {status}: {reason}", status=status, reason=reason)
