@@ -111,7 +111,7 @@ def _api_error(error: Exception) -> ApiError:
         return invalid(error.field, error.message)
     if isinstance(error, CertificateMismatch):
         return ApiError(502, "cloudflare_certificate_mismatch", str(error))
-    assert isinstance(error, CloudflareError)
+    assert isinstance(error, CloudflareError)  # nosec B101 # narrows a type
     headers = {}
     if error.retry_after is not None:
         headers["Retry-After"] = str(int(error.retry_after + 0.999))

@@ -52,7 +52,7 @@ class AdminAddress:
 
     def hosts(self) -> frozenset[str]:
         names = list(LOOPBACK_HOSTS)
-        if self.bind and self.bind not in ("0.0.0.0", "::"):  # noqa: S104
+        if self.bind and self.bind not in ("0.0.0.0", "::"):  # noqa: S104  # nosec B104 # compared
             names.append(_bracketed(self.bind.lower()))
         port = self.port()
         if port is None:

@@ -84,7 +84,7 @@ class Http1Connection(ClientFlow):
 
     def _connection_info(self) -> ConnectionInfo:
         info = self.engine.connection_info(self.transport)
-        assert isinstance(info, ConnectionInfo)
+        assert isinstance(info, ConnectionInfo)  # nosec B101 # narrows a type
         return info
 
     def dataReceived(self, data: bytes) -> None:
@@ -272,7 +272,7 @@ class Http1Connection(ClientFlow):
         self._active = request
         if not self._queue:
             self._resume("pipeline")
-        assert self.info is not None
+        assert self.info is not None  # nosec B101 # narrows a type
         try:
             decision = self.engine.router.route(request.head, self.info)
         except Exception:
@@ -302,7 +302,7 @@ class Http1Connection(ClientFlow):
     def _local(self, head: RequestHead, response: LocalResponse) -> None:
         self.transport.write(local_response(  # type: ignore[union-attr]
             response, self._closing, head.method == b"HEAD"))
-        assert self.info is not None
+        assert self.info is not None  # nosec B101 # narrows a type
         if self.engine.limits.access_log:
             access_log(head, self.info, response.status, len(response.body), None)
 
@@ -327,7 +327,7 @@ class Http1Connection(ClientFlow):
 
     def send_head(self, status: int, reason: bytes, headers: Headers,
                   length: int | None, has_body: bool) -> None:
-        assert self._active is not None
+        assert self._active is not None  # nosec B101 # narrows a type
         version = self._active.head.version
         lines: list[bytes] = []
         self._chunked_out = False
@@ -412,7 +412,7 @@ class Http1Connection(ClientFlow):
 
     def start_tunnel(self, upstream: UpstreamConnection, status: int, reason: bytes,
                      headers: Headers, rest: bytes) -> None:
-        assert self._active is not None
+        assert self._active is not None  # nosec B101 # narrows a type
         self.flush()
         upgrade = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (self._active.upgrade or b"")
         self.transport.write(  # type: ignore[union-attr]
