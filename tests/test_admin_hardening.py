@@ -137,3 +137,20 @@ def test_the_server_refuses_what_the_document_excludes(cache: Path) -> None:
         response, raw = client.call("POST", path, data=json.dumps(body).encode(),
                                     headers={"Content-Type": "application/json"})
         assert response.code == 400 and error_of(raw)["field"] == field
+
+
+@pytest.mark.parametrize("request_line", [
+    b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: .127.0.0.1:9443",  # werkzeug's BadHost
+    b"G\xc3\x28T /api/v1/openapi.json HTTP/1.1\r\nHost: 127.0.0.1:9443",  # non-UTF-8 method
+    b"GET /api/v1/%81x HTTP/1.1\r\nHost: 127.0.0.1:9443",  # non-UTF-8 path
+])
+def test_what_klein_cannot_route_is_a_4xx_not_a_500_or_a_traceback(
+    cache: Path, logged: list[LogEvent], request_line: bytes
+) -> None:
+    """Found by fuzz/fuzz_admin_channel.py (atheris): each was a 500 or a logged traceback."""
+    protocol, transport, _ = connect(cache)
+    protocol.dataReceived(request_line + b"\r\n\r\n")
+    code, payload = status_and_body(transport.value())
+    assert code in (400, 403)
+    assert json.loads(payload)["error"]["code"] in ("bad_request", "forbidden_host")
+    assert not [event for event in logged if event.get("log_failure") is not None]

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from aegis.admin import _openapi, _ui
@@ -75,8 +75,7 @@ class AdminAPI:
         self._max_body = max_body
 
     def resource(self) -> IResource:
-        resource: IResource = self.app.resource()
-        return resource
+        return _GuardedResource(self, self.app.resource())
 
     def dispatch(self, op: Operation, request: IRequest, params: dict[str, Any]) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._run(op, request, params))
@@ -141,6 +140,43 @@ class AdminAPI:
     def _other_http_error(self, request: IRequest, failure: Failure) -> bytes:
         code = getattr(failure.value, "code", None) or 400
         return self._refuse_unrouted(request, ApiError(code, "bad_request", "request refused"))
+
+
+_TOKEN_CHARS = frozenset(  # RFC 9110 5.6.2 tchar: what a method may be made of
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
+class _GuardedResource(Resource):
+    """The Host/Origin guard and a method check *before* Klein routes the request.
+
+    Klein binds its URL map to the ``Host`` header and decodes the method as UTF-8 before
+    any route runs: a Host such as ``.127.0.0.1`` (werkzeug's BadHost) or a method with
+    non-UTF-8 bytes would be an exception there, i.e. a 500 from twisted.web, and a path
+    that is not UTF-8 a logged traceback. Checked here first, none reaches Klein; the guards
+    in :meth:`AdminAPI._admit` still run per route.
+    """
+
+    isLeaf = True
+
+    def __init__(self, api: AdminAPI, routed: IResource) -> None:
+        super().__init__()
+        self._api = api
+        self._routed = routed
+
+    def render(self, request: IRequest) -> Any:
+        method = request.method or b""
+        if not method or not set(method) <= _TOKEN_CHARS:
+            return _render_error(request, ApiError(400, "bad_request", "invalid method"))
+        try:
+            b"/".join([*(request.prepath or []), *(request.postpath or [])]).decode("utf-8")
+        except UnicodeDecodeError:
+            return _render_error(request, ApiError(400, "bad_request", "the path is not UTF-8"))
+        try:
+            check_host_and_origin(request, self._api._address)
+        except ApiError as refusal:
+            return _render_error(request, refusal)
+        return self._routed.render(request)
 
 
 def _meta_routes(operations: list[Operation]) -> RouteTable:
