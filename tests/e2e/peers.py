@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.aegis_process import ROOT
 
-CLOUDFLARE_TOKEN = "e2e-cloudflare-token-0123456789abcdef"  # noqa: S105
+CLOUDFLARE_TOKEN = "e2e-cloudflare-token-0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class _Echo(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = _answer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
