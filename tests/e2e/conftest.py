@@ -26,7 +26,7 @@ from aegis.testing.pebble import PebbleServer, pebble_available, start_pebble
 from tests.aegis_process import AegisProcess
 from tests.e2e.peers import FakeCloudflareProcess, Upstream, echo_upstream, fake_cloudflare
 
-ADMIN_TOKEN = "e2e-admin-token-5f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f"  # noqa: S105
+ADMIN_TOKEN = "e2e-admin-token-5f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
