@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent
 
 from aegis.admin import AdminAPI
 from aegis.admin._routing import MAX_ROW_ID
 from aegis.store._runner import immediate_runner
 from aegis.store.sqlite import SQLiteStore
-from tests.test_admin_api import TOKEN, Client, error_of, make_api
+from tests.test_admin_api import TOKEN, Client, error_of, logged, make_api
 from tests.test_admin_channel import connect
 from tests.test_admin_limits import status_and_body
 
@@ -26,6 +26,9 @@ from tests.test_admin_limits import status_and_body
 @pytest.fixture
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.getbasetemp() / "admin-hardening-ca"
+
+
+__all__ = ["logged"]  # a fixture, imported for these tests
 
 
 @pytest.fixture
@@ -49,14 +52,6 @@ def test_fault_5_ids_past_sqlite_range_are_404_not_500(
 def test_fault_5_the_largest_row_id_is_an_ordinary_404(sqlite_client: Client) -> None:
     response, body = sqlite_client.call("GET", f"/api/v1/hosts/{MAX_ROW_ID}")
     assert response.code == 404 and error_of(body)["code"] == "not_found"
-
-
-@pytest.fixture
-def logged() -> Iterator[list[LogEvent]]:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def test_fault_6_a_token_in_the_query_string_is_not_logged(

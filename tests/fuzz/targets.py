@@ -21,6 +21,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from aegis.certs.errors import CertificateError
 from aegis.certs.pem import parse_certificates, parse_private_key
 from aegis.names import InvalidHostname, matches, normalise, normalise_sni
+from tests.test_proxy_h2_memory import _TLSLikeTransport as H2Transport  # reports ALPN h2
 
 TOKEN = "fuzz-admin-token-0123456789abcdef"
 
@@ -98,19 +99,6 @@ def http1(data: bytes) -> None:
 
 
 # -- HTTP/2 frames -----------------------------------------------------------------------------
-class _H2Handle:
-    def get_servername(self) -> bytes:
-        return b"app.test"
-
-    def get_alpn_proto_negotiated(self) -> bytes:
-        return b"h2"
-
-
-class _H2Transport(StringTransport):
-    def getHandle(self) -> _H2Handle:
-        return _H2Handle()
-
-
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -135,7 +123,7 @@ def h2_raw(frames: bytes) -> None:
     from aegis.proxy.routing import ProxyLimits
 
     proto = Http1Connection(ProxyEngine(_LocalRouter(), MemoryReactorClock(), ProxyLimits()))
-    transport = _H2Transport()
+    transport = H2Transport()
     proto.makeConnection(transport)
     proto.dataReceived(H2_PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
     for segment in _split(frames):

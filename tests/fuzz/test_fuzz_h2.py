@@ -50,10 +50,10 @@ def test_the_harness_reaches_the_h2_front() -> None:
     from aegis.proxy._engine import ProxyEngine
     from aegis.proxy._http1 import Http1Connection
     from aegis.proxy.routing import ProxyLimits
-    from tests.fuzz.targets import _H2Transport, _LocalRouter
+    from tests.fuzz.targets import H2Transport, _LocalRouter
 
     proto = Http1Connection(ProxyEngine(_LocalRouter(), MemoryReactorClock(), ProxyLimits()))
-    transport = _H2Transport()
+    transport = H2Transport()
     proto.makeConnection(transport)
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
