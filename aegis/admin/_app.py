@@ -230,7 +230,7 @@ def _check_path_ids(params: dict[str, Any]) -> None:
     404 here rather than an OverflowError in the store."""
     for name, value in params.items():
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_ROW_ID:
-            raise ApiError(404, "not_found", f"no such {name.removesuffix('_id')}", name)
+            raise ApiError(404, "not_found", f"nothing has this {name}", name)
 
 
 def _too_large(limit: int) -> ApiError:

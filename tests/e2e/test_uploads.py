@@ -80,3 +80,15 @@ def test_line_3_and_fault_1_encrypted_keys(stack: Stack) -> None:
     assert status == 400 and answer["error"]["code"] == "key_encryption_too_costly"
     assert answer["error"]["field"] == "key_pem"
     assert elapsed < 2 and latencies and max(latencies) < 1.0
+
+
+def test_fault_1_for_an_inline_host_key(stack: Stack) -> None:
+    cert, _ = pair(stack, "e2e-inline.example.com")
+    started = time.monotonic()
+    status, answer = stack.api("POST", "/api/v1/hosts", {
+        "domain": "e2e-inline.example.com", "upstream": "http://127.0.0.1:9",
+        "ssl_mode": "custom", "ssl_cert_pem": cert, "ssl_key_pem": pbkdf2_key(40_000_000),
+        "ssl_key_passphrase": "pw"})
+    assert time.monotonic() - started < 2
+    assert status == 400 and answer["error"]["code"] == "key_encryption_too_costly"
+    assert answer["error"]["field"] == "ssl_key_pem"
