@@ -100,6 +100,28 @@ class Stack:
         return received
 
 
+def trickle(stack: Stack, sock: socket.socket, data: bytes, limit: float = 20.0) -> bytes:
+    """Send ``data`` a byte about every second (slowloris) until the server answers or
+    closes, or ``limit`` seconds pass; what it sent back."""
+    started = time.monotonic()
+    received = b""
+    sock.settimeout(1)
+    for byte in data:
+        if time.monotonic() - started > limit:
+            break
+        try:
+            sock.sendall(bytes([byte]))
+            received = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        break  # an answer, or the end of the connection
+    sock.close()
+    stack.responses.append(received)
+    return received
+
+
 def wait_until(check: Any, timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ import pytest
 
 from aegis.admin import AdminAPI
 from aegis.admin._routing import MAX_ROW_ID
-from tests.e2e.conftest import ADMIN_TOKEN, Stack
+from tests.e2e.conftest import ADMIN_TOKEN, Stack, trickle
 from tests.fuzz.targets import concrete
 
 
@@ -63,21 +63,8 @@ def test_fault_3_long_header_line(stack: Stack) -> None:
 
 
 def test_fault_4_header_deadline(stack: Stack) -> None:
-    sock = stack.admin_socket()
     started = time.monotonic()
-    received = b""
-    sock.settimeout(1)
-    for byte in head(stack, extra="X-Slow: " + "a" * 100):
-        try:
-            sock.sendall(bytes([byte]))
-            received += sock.recv(4096)
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-        if received or time.monotonic() - started > 20:
-            break
-    stack.responses.append(received)
+    received = trickle(stack, stack.admin_socket(), head(stack, extra="X-Slow: " + "a" * 100))
     assert status_of(received) == 408, received[:100]
     assert time.monotonic() - started < 15
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import Stack, wait_until
+from tests.e2e.conftest import Stack, trickle, wait_until
 from tests.e2e.test_admin_listener import status_of
 from tests.e2e.test_tls import names, served_leaf
 from tests.fuzz.targets import client_hello
@@ -50,19 +50,7 @@ def test_line_21_slowloris_after_the_handshake_meets_the_header_deadline(stack: 
     raw = socket.create_connection(("127.0.0.1", stack.port("HTTPS listener")), 30)
     tls = context.wrap_socket(raw, server_hostname="slow.example.org")
     started = time.monotonic()
-    tls.settimeout(1)
-    received = b""
-    for byte in b"GET / HTTP/1.1\r\nHost: slow.example.org\r\nX: " + b"a" * 100:
-        try:
-            tls.sendall(bytes([byte]))
-            received += tls.recv(4096)
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-        if received == b"" and time.monotonic() - started > 20:
-            break
-    tls.close()
+    trickle(stack, tls, b"GET / HTTP/1.1\r\nHost: slow.example.org\r\nX: " + b"a" * 100)
     assert time.monotonic() - started < 15  # the 10 s header deadline, not the idle timeout
     assert served_leaf(stack, b"other.example.org") is not None  # others unaffected
 
