@@ -101,7 +101,7 @@ def write_file_atomically(path: Path, data: bytes, mode: int) -> None:
 def admin_certificate_names(bind_address: str | None) -> tuple[str, ...]:
     """The admin certificate's SANs: the loopback names plus a specific bind address."""
     names = list(ADMIN_BASE_NAMES)
-    if bind_address and bind_address not in ("0.0.0.0", "::", "") and (  # noqa: S104
+    if bind_address and bind_address not in ("0.0.0.0", "::", "") and (  # noqa: S104  # nosec B104
         bind_address.lower() not in names
     ):
         names.append(bind_address.lower())

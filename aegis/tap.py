@@ -56,7 +56,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> AegisS
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    assert reactor is not None
+    assert reactor is not None  # nosec B101 # narrows a type
     try:
         settings = options.settings()
     except ConfigError as exc:

@@ -77,7 +77,7 @@ def test_declared_length_over_the_limit_is_refused_before_any_body(cache: Path) 
 def test_chunked_body_is_cut_off_at_the_limit_without_buffering_it(cache: Path) -> None:
     protocol, transport = connect(cache)
     protocol.dataReceived(head(extra="Transfer-Encoding: chunked\r\n"))
-    request = protocol._channel.requests[-1]
+    request = protocol.requests[-1]
     chunk = b"a" * 65536
     sent = 0
     while not transport.value():

@@ -76,7 +76,8 @@ def test_request_bodies_are_documented_from_their_schema(cache: Path) -> None:
     assert schema["additionalProperties"] is False and schema["required"] == ["name"]
     item = json.loads(body)["paths"]["/api/v1/test/certificates/{cert_id}"]["get"]
     assert item["parameters"] == [
-        {"name": "cert_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+        {"name": "cert_id", "in": "path", "required": True,
+         "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
     ]
 
 

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from aegis.admin import _openapi, _ui
@@ -37,6 +37,7 @@ from aegis.admin._json import parse_json_body
 from aegis.admin._limits import MAX_BODY_BYTES
 from aegis.admin._registry import ROUTE_TABLES
 from aegis.admin._routing import (
+    MAX_ROW_ID,
     AdminContext,
     BytesResponse,
     JsonResponse,
@@ -74,8 +75,7 @@ class AdminAPI:
         self._max_body = max_body
 
     def resource(self) -> IResource:
-        resource: IResource = self.app.resource()
-        return resource
+        return _GuardedResource(self, self.app.resource())
 
     def dispatch(self, op: Operation, request: IRequest, params: dict[str, Any]) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._run(op, request, params))
@@ -83,6 +83,7 @@ class AdminAPI:
     async def _run(self, op: Operation, request: IRequest, params: dict[str, Any]) -> bytes:
         try:
             self._admit(request, public=op.public)
+            _check_path_ids(params)
             body = self._read_body(request)
             if op.body is not None:
                 params["body"] = parse_json_body(body, op.body)
@@ -141,6 +142,43 @@ class AdminAPI:
         return self._refuse_unrouted(request, ApiError(code, "bad_request", "request refused"))
 
 
+_TOKEN_CHARS = frozenset(  # RFC 9110 5.6.2 tchar: what a method may be made of
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
+class _GuardedResource(Resource):
+    """The Host/Origin guard and a method check *before* Klein routes the request.
+
+    Klein binds its URL map to the ``Host`` header and decodes the method as UTF-8 before
+    any route runs: a Host such as ``.127.0.0.1`` (werkzeug's BadHost) or a method with
+    non-UTF-8 bytes would be an exception there, i.e. a 500 from twisted.web, and a path
+    that is not UTF-8 a logged traceback. Checked here first, none reaches Klein; the guards
+    in :meth:`AdminAPI._admit` still run per route.
+    """
+
+    isLeaf = True
+
+    def __init__(self, api: AdminAPI, routed: IResource) -> None:
+        super().__init__()
+        self._api = api
+        self._routed = routed
+
+    def render(self, request: IRequest) -> Any:
+        method = request.method or b""
+        if not method or not set(method) <= _TOKEN_CHARS:
+            return _render_error(request, ApiError(400, "bad_request", "invalid method"))
+        try:
+            b"/".join([*(request.prepath or []), *(request.postpath or [])]).decode("utf-8")
+        except UnicodeDecodeError:
+            return _render_error(request, ApiError(400, "bad_request", "the path is not UTF-8"))
+        try:
+            check_host_and_origin(request, self._api._address)
+        except ApiError as refusal:
+            return _render_error(request, refusal)
+        return self._routed.render(request)
+
+
 def _meta_routes(operations: list[Operation]) -> RouteTable:
     meta = RouteTable(tag="meta")
 
@@ -185,6 +223,14 @@ def api_class(tables: Sequence[RouteTable], name: str = "CustomAdminAPI") -> typ
 
 
 _install(AdminAPI, ROUTE_TABLES)
+
+
+def _check_path_ids(params: dict[str, Any]) -> None:
+    """``<int:...>`` path parameters accept any digits; ids past :data:`MAX_ROW_ID` are a
+    404 here rather than an OverflowError in the store."""
+    for name, value in params.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_ROW_ID:
+            raise ApiError(404, "not_found", f"nothing has this {name}", name)
 
 
 def _too_large(limit: int) -> ApiError:

@@ -26,8 +26,8 @@ from aegis.store.sqlite import ensure_private_directory
 
 log = Logger()
 
-TOKEN_DIGEST_SETTING = "admin_token_sha256"  # noqa: S105 - a setting name
-TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
+TOKEN_DIGEST_SETTING = "admin_token_sha256"  # noqa: S105  # nosec B105 # a setting name
+TOKEN_FILE = "admin-token"  # noqa: S105  # nosec B105 # a file name
 
 
 def resolve_admin_token(settings: Settings, store: IStore) -> TokenVerifier:

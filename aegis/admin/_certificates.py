@@ -15,7 +15,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from aegis.admin._errors import ApiError, invalid
-from aegis.admin._json import Field, ObjectSchema
+from aegis.admin._json import PEM_CERTIFICATE, PEM_PRIVATE_KEY, Field, ObjectSchema
 from aegis.admin._routing import AdminContext, JsonResponse, RouteTable
 from aegis.certs import sources
 from aegis.certs.errors import CertificateError
@@ -34,7 +34,7 @@ PAIR = ObjectSchema(
     {
         "domains": Field(
             "array",
-            items=Field("string", max_length=1024),
+            items=Field("string", max_length=1024, min_length=1),
             max_length=MAX_DOMAINS,
             description="Names the certificate must cover (checked against its SANs)",
         ),
@@ -42,12 +42,16 @@ PAIR = ObjectSchema(
             "string",
             required=True,
             max_length=MAX_PEM_CHARS,
+            pattern=PEM_CERTIFICATE,
+            pattern_code="invalid_pem",
             description="PEM certificate, optionally followed by its intermediates",
         ),
         "key_pem": Field(
             "string",
             required=True,
             max_length=MAX_PEM_CHARS,
+            pattern=PEM_PRIVATE_KEY,
+            pattern_code="invalid_pem",
             description="PEM private key (RSA >= 2048, ECDSA P-256/384/521, Ed25519)",
         ),
         "key_passphrase": Field(
@@ -255,8 +259,9 @@ def _flag(request: IRequest, name: str) -> bool:
     "deletes one served by domain match or as a host's automatic certificate, and starts "
     "a new order for those names at once; a host bound by ssl_cert_id must be changed "
     "first even then.",
-    query={"force": {"description": "Delete even though hosts are served by it (not "
-                                    "bound ones)", "schema": {"type": "boolean"}}},
+    parameters=({"name": "force", "in": "query", "required": False,
+                 "description": "Delete even though hosts are served by it (not bound ones)",
+                 "schema": {"type": "boolean"}},),
     responses={204: "Deleted", 404: "Unknown id",
                409: ("Hosts are served by it (named, with their step)", IN_USE_SCHEMA)},
 )

@@ -4,7 +4,7 @@ Listening on 127.0.0.1 is not protection: any web page the operator visits can m
 browser send requests there (CSRF), and a hostile DNS name can be pointed at 127.0.0.1
 (DNS rebinding). So:
 
-* ``Host`` must name the admin listener itself (``127.0.0.1:9443``, ``localhost:9443``,
+* exactly one ``Host``, naming the admin listener itself (``127.0.0.1:9443``, ``localhost:9443``,
   ``[::1]:9443`` or the configured bind address): a rebinding page sends its own name.
 * an ``Origin`` header, when present, must be the admin origin (``https://`` + one of
   those): browsers send it on every cross-site request that could change state.
@@ -52,7 +52,7 @@ class AdminAddress:
 
     def hosts(self) -> frozenset[str]:
         names = list(LOOPBACK_HOSTS)
-        if self.bind and self.bind not in ("0.0.0.0", "::"):  # noqa: S104
+        if self.bind and self.bind not in ("0.0.0.0", "::"):  # noqa: S104  # nosec B104 # compared
             names.append(_bracketed(self.bind.lower()))
         port = self.port()
         if port is None:
@@ -67,7 +67,13 @@ class AdminAddress:
 
 
 def check_host_and_origin(request: IRequest, address: AdminAddress) -> None:
-    host = (request.getHeader(b"host") or b"").decode("latin-1").strip().lower()
+    hosts_sent = request.requestHeaders.getRawHeaders(b"host") or []
+    if len(hosts_sent) > 1:
+        # RFC 9112 3.2: more than one Host field is a 400; picking one of them would let a
+        # proxy in front and this guard disagree about which name was asked for.
+        raise ApiError(400, "duplicate_host", "the request carries more than one Host header",
+                       "Host")
+    host = (hosts_sent[0] if hosts_sent else b"").decode("latin-1").strip().lower()
     hosts = address.hosts()
     if host not in hosts:
         raise ApiError(403, "forbidden_host",

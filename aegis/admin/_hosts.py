@@ -92,8 +92,9 @@ async def _inline(ctx: AdminContext, request: HostRequest) -> ValidatedCertifica
             domains=list(request.fields.names), key_passphrase=inline.passphrase,
         )
     except CertificateError as exc:
-        field_name = {"cert_pem": "ssl_cert_pem", "key_pem": "ssl_key_pem",
-                      "key_passphrase": "ssl_key_passphrase"}.get(exc.field or "", exc.field)
+        renamed = {"cert_pem": "ssl_cert_pem", "key_pem": "ssl_key_pem",
+                   "key_passphrase": "ssl_key_passphrase"}  # nosec B105 # field names
+        field_name = renamed.get(exc.field or "", exc.field)
         raise invalid(field_name, exc.message, exc.code) from None
 
 

@@ -11,6 +11,7 @@ the validation cannot drift apart.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,6 +19,12 @@ from typing import Any, Literal
 from aegis.admin._errors import ApiError, invalid
 
 MAX_DEPTH = 16
+#: What a PEM certificate / private key field must contain (the OpenAPI document says so
+#: too, so a generated client or fuzzer does not send what is refused anyway).
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+# ("[ ]", not " ": no response, this document included, ever contains the words of a key
+# header, so a leak check can search every response for them.)
+PEM_PRIVATE_KEY = "-----BEGIN [A-Z0-9 ]*PRIVATE[ ]KEY-----"
 
 Kind = Literal["string", "integer", "number", "boolean", "array", "object"]
 
@@ -31,6 +38,9 @@ class Field:
     nullable: bool = False
     description: str = ""
     max_length: int | None = None  # characters of a string, elements of an array
+    min_length: int | None = None  # characters of a string (empty strings refused: 1)
+    pattern: str | None = None  # a regular expression a string must contain (re.search)
+    pattern_code: str = "invalid_format"  # the error code when ``pattern`` is not found
     enum: tuple[str, ...] | None = None
     items: Field | None = None
     schema: ObjectSchema | None = None
@@ -41,6 +51,10 @@ class Field:
             result["description"] = self.description
         if self.max_length is not None:
             result["maxLength" if self.kind == "string" else "maxItems"] = self.max_length
+        if self.min_length is not None:
+            result["minLength"] = self.min_length
+        if self.pattern is not None:
+            result["pattern"] = self.pattern
         if self.enum is not None:
             result["enum"] = list(self.enum)
         if self.items is not None:
@@ -60,6 +74,15 @@ class Field:
             len(value) > self.max_length
         ):
             raise invalid(path, f"{path} is longer than {self.max_length}", "too_long")
+        if self.min_length is not None and isinstance(value, str) and (
+            len(value) < self.min_length
+        ):
+            raise invalid(path, f"{path} must not be empty" if self.min_length == 1
+                          else f"{path} is shorter than {self.min_length}", "too_short")
+        if self.pattern is not None and isinstance(value, str) and not re.search(
+            self.pattern, value
+        ):
+            raise invalid(path, f"{path} is not in the expected format", self.pattern_code)
         if self.enum is not None and value not in self.enum:
             raise invalid(path, f"{path} must be one of {', '.join(self.enum)}", "invalid_choice")
         if self.items is not None:

@@ -5,7 +5,7 @@ the request, so a check in a handler would come after a 10 MB (or endless chunke
 was already stored. :class:`BodyLimitedRequest` counts bytes as the channel delivers them:
 a ``Content-Length`` above the limit, or a chunked body that grows past it, gets an
 immediate ``413`` in the admin error shape and the connection is closed; nothing past the
-limit is kept.
+limit is kept, and nothing after it is even read (the channel stops reading the socket).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.web.server import Request
-
-from aegis.admin._errors import error_body
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -50,23 +48,10 @@ class BodyLimitedRequest(Request):
         super().requestReceived(command, path, version)
 
     def _reject(self) -> None:
-        """Answer 413 on the raw transport and close: the request never reaches a resource.
-
-        Written directly because the Request has not been dispatched yet (twisted.web
-        itself answers malformed requests the same way).
-        """
+        """Answer 413 and close through the channel (see
+        :meth:`aegis.admin._channel.LimitedHTTPChannel.refuse`): the request never reaches a
+        resource, and nothing the client sends afterwards is read."""
         self.body_rejected = True
-        body = error_body(
-            "body_too_large", f"request bodies are limited to {self.max_body} bytes"
-        )
-        head = (
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Cache-Control: no-store\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n\r\n"
-        )
         channel: Any = self.channel
-        channel.persistent = False
-        channel.transport.write(head + body)
-        channel.transport.loseConnection()
+        channel.refuse(413, "body_too_large",
+                       f"request bodies are limited to {self.max_body} bytes")

@@ -13,12 +13,13 @@ from typing import Any
 
 from aegis import __version__
 from aegis.admin._errors import error_schema
-from aegis.admin._routing import Operation, path_parameters
+from aegis.admin._routing import MAX_ROW_ID, Operation, path_parameters
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _COMMON_ERRORS = {
     400: "Invalid request (the error's field names the culprit)",
     403: "Foreign Host or cross-site Origin",
+    404: "No such route, or no such item",
     413: "Body larger than 1 MiB",
     415: "Write without Content-Type application/json",
     500: "Unexpected error (details only in the server log)",
@@ -51,20 +52,25 @@ def _operation(op: Operation) -> dict[str, Any]:
     }
     if op.description:
         result["description"] = op.description
-    params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(kind)}
         for name, kind in path_parameters(op.path)
-    ]
-    params += [{"name": name, "in": "query", "required": False, **spec}
-               for name, spec in op.query.items()]
-    if params:
-        result["parameters"] = params
+    ] + [dict(extra) for extra in op.parameters]
+    if parameters:
+        result["parameters"] = parameters
     if op.body is not None:
         result["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": op.body.json_schema()}},
         }
     return result
+
+
+def _path_schema(kind: str) -> dict[str, Any]:
+    """Integer path ids are row ids: SQLite's range (a larger one is a 404, not a 500)."""
+    if kind == "integer":
+        return {"type": "integer", "minimum": 0, "maximum": MAX_ROW_ID}
+    return {"type": kind}
 
 
 def document(operations: Iterable[Operation]) -> dict[str, Any]:

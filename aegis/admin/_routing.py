@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from aegis.tls.selection import SelectionState
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+#: Largest row id SQLite can hold; a path id beyond it names nothing that could exist.
+MAX_ROW_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ class Operation:
     responses: Mapping[int, str | tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
     content_type: str = "application/json"
     public: bool = False
-    query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # OpenAPI parameter objects beyond the path ones (query strings, headers a handler reads)
+    parameters: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def operation_id(self) -> str:
@@ -145,7 +148,7 @@ class RouteTable:
         responses: Mapping[int, str | tuple[str, Mapping[str, Any]]] | None = None,
         content_type: str = "application/json",
         public: bool = False,
-        query: Mapping[str, Mapping[str, Any]] | None = None,
+        parameters: tuple[Mapping[str, Any], ...] = (),
     ) -> Callable[[Handler], Handler]:
         if method not in METHODS:
             raise ValueError(f"unsupported method {method}")
@@ -157,7 +160,7 @@ class RouteTable:
                 method=method, path=path, handler=handler, summary=summary, tag=self.tag,
                 description=description or (handler.__doc__ or "").strip(),
                 body=body, responses=dict(responses or {200: "OK"}),
-                content_type=content_type, public=public, query=dict(query or {}),
+                content_type=content_type, public=public, parameters=parameters,
             ))
             return handler
 

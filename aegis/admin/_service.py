@@ -16,7 +16,9 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from aegis.admin._accesslog import admin_access_line
 from aegis.admin._app import AdminAPI
+from aegis.admin._channel import LimitedHTTPChannel
 from aegis.admin._guards import AdminAddress, TokenVerifier, listen_address
 from aegis.admin._limits import BodyLimitedRequest
 from aegis.admin._routing import AdminContext
@@ -51,11 +53,15 @@ class AdminCertificateCreator:
 
 
 def admin_site(api: AdminAPI, clock: IReactorTime) -> Site:
-    """The HTTP layer: twisted.web with the streaming body limit and no tracebacks."""
+    """The HTTP layer: twisted.web with the proxy front's limits (head size, header
+    deadline, streaming body limit, refusals that close: :mod:`aegis.admin._channel`) and
+    no tracebacks. HTTP/1.1 only, so the channel is used directly, without twisted.web's
+    HTTP/2 switch."""
     # parsePOSTFormSubmission=False: the API takes JSON only, and twisted.web would otherwise
     # parse (and answer malformed) form bodies itself, before the content-type guard.
     site = Site(api.resource(), timeout=ADMIN_IDLE_TIMEOUT, reactor=clock,
-                parsePOSTFormSubmission=False)
+                parsePOSTFormSubmission=False, logFormatter=admin_access_line)
+    site.protocol = LimitedHTTPChannel  # type: ignore[method-assign,assignment]
     site.requestFactory = BodyLimitedRequest
     site.displayTracebacks = False
     site.noisy = False

@@ -10,8 +10,8 @@ from __future__ import annotations
 # Stable codes. Clients may match on them; change only by adding.
 INVALID_PEM = "invalid_pem"
 KEY_MISMATCH = "key_mismatch"
-PASSPHRASE_REQUIRED = "passphrase_required"  # noqa: S105 (an error code)
-WRONG_PASSPHRASE = "wrong_passphrase"  # noqa: S105 (an error code)
+PASSPHRASE_REQUIRED = "passphrase_required"  # noqa: S105  # nosec B105 # an error code
+WRONG_PASSPHRASE = "wrong_passphrase"  # noqa: S105  # nosec B105 # an error code
 UNSUPPORTED_KEY = "unsupported_key"
 WEAK_KEY = "weak_key"
 NO_SAN = "no_san"

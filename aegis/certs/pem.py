@@ -29,6 +29,7 @@ from aegis.certs.errors import (
     WRONG_PASSPHRASE,
     CertificateError,
 )
+from aegis.certs.pbe import check_encryption_cost
 
 MAX_PEM_CHARS = 256 * 1024
 MAX_CERTIFICATES = 16
@@ -145,9 +146,12 @@ def parse_private_key(
 
     An encrypted key (PKCS#8 ``ENCRYPTED PRIVATE KEY`` or legacy ``Proc-Type: 4,ENCRYPTED``)
     needs ``passphrase``; a passphrase given for a plain key is ignored. Nothing prompts.
+    A PKCS#8 key's key derivation cost is checked first (:mod:`aegis.certs.pbe`): one
+    with millions of iterations would hold the interpreter lock, and so every listener.
 
     @raise CertificateError: ``invalid_pem``, ``passphrase_required``, ``wrong_passphrase``,
-        ``unsupported_key`` or ``weak_key``; the message never contains key material.
+        ``key_encryption_too_costly``, ``unsupported_key`` or ``weak_key``; the message
+        never contains key material.
     """
     if passphrase is not None and not isinstance(passphrase, str):
         raise CertificateError(INVALID_FIELD, "key_passphrase must be a string", "key_passphrase")
@@ -180,6 +184,8 @@ def parse_private_key(
             "the private key is encrypted: a passphrase is needed (send it as key_passphrase)",
             "key_passphrase",
         )
+    if block.label == "ENCRYPTED PRIVATE KEY":
+        check_encryption_cost(_der(block, name, "the private key"), name)  # before any KDF
     password = passphrase.encode("utf-8") if encrypted and isinstance(passphrase, str) else None
     try:
         key = serialization.load_pem_private_key(block.text.encode("ascii"), password=password)

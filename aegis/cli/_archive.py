@@ -104,7 +104,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
             if member.size > MAX_MANIFEST_BYTES:
                 raise _refuse(path, "its manifest is too large")
             stream = archive.extractfile(member)
-            assert stream is not None
+            assert stream is not None  # nosec B101 # narrows a type
             manifest = json.loads(stream.read())
     except FileNotFoundError:
         raise CommandFailed(f"no backup file at {path}") from None
@@ -132,7 +132,7 @@ def extract_database(path: Path, manifest: dict[str, Any], target: Path) -> None
     try:
         with tarfile.open(path, mode="r:gz") as archive:
             stream = archive.extractfile(_member(archive, DATABASE, path))
-            assert stream is not None
+            assert stream is not None  # nosec B101 # narrows a type
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 for chunk in iter(lambda: stream.read(CHUNK), b""):

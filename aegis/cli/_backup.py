@@ -78,7 +78,7 @@ def _snapshot_facts(db: sqlite3.Connection) -> dict[str, Any]:
         "schema_version": int(db.execute("PRAGMA user_version").fetchone()[0]),
         "key_check": settings.get(CHECK_SETTING),
         "master_key_included": STORED_KEY_SETTING in settings,
-        "counts": {table: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 - fixed names
+        "counts": {table: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 - fixed names # nosec B608
                    if table in tables else 0 for table in COUNTED_TABLES},
     }
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_ADMIN_URL = "https://127.0.0.1:9443"
 CA_CERT_FILE = "aegis-local-ca.crt"
-TOKEN_FILE = "admin-token"  # noqa: S105 - a file name (aegis.admin._auth.TOKEN_FILE)
+TOKEN_FILE = "admin-token"  # noqa: S105 - a file name (aegis.admin._auth.TOKEN_FILE) # nosec B105
 TIMEOUT = 30.0
 
 
@@ -57,7 +57,7 @@ def _admin_url_from_listen(description: str) -> str:
     port, interface = getattr(endpoint, "_port", None), getattr(endpoint, "_interface", None)
     if not isinstance(port, int) or port == 0:
         return DEFAULT_ADMIN_URL
-    if not interface or interface in ("0.0.0.0", "::"):  # noqa: S104 - reaching it, not binding
+    if not interface or interface in ("0.0.0.0", "::"):  # noqa: S104 - reaching it, not binding # nosec B104
         interface = "127.0.0.1"
     host = f"[{interface}]" if ":" in interface else interface
     return f"https://{host}:{port}"

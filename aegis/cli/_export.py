@@ -36,7 +36,7 @@ from aegis.timefmt import to_text, utcnow
 
 FORMAT = "aegis-export"
 FORMAT_VERSION = 1
-PASSPHRASE_ENV = "AEGIS_EXPORT_PASSPHRASE"  # noqa: S105 - a variable name
+PASSPHRASE_ENV = "AEGIS_EXPORT_PASSPHRASE"  # noqa: S105 - a variable name # nosec B105
 MIN_PASSPHRASE = 12
 HOST_FIELDS = ("domain", "aliases", "upstream", "upstream_tls_verify", "ssl_mode",
                "ssl_cert_id", "force_https", "hsts_enabled", "hsts_max_age",

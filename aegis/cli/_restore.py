@@ -185,7 +185,7 @@ class RestoreCommand(LocalCommand):
             key_note = check_key(stored, manifest, key, origin)
             if lock is None:
                 lock = _lock(data_dir, always=True)
-                assert lock is not None
+                assert lock is not None  # nosec B101 # narrows a type
             try:
                 kept = _set_aside(data_dir / DATABASE)
                 try:

@@ -33,8 +33,10 @@ PRELOAD_MIN_AGE = 31536000
 MAX_HSTS_AGE = 2**31 - 1
 
 HOST_SCHEMA = ObjectSchema({
-    "domain": Field("string", max_length=1024, description="The host's main name."),
-    "aliases": Field("array", max_length=MAX_ALIASES, items=Field("string", max_length=1024),
+    "domain": Field("string", max_length=1024, min_length=1,
+                    description="The host's main name."),
+    "aliases": Field("array", max_length=MAX_ALIASES,
+                     items=Field("string", max_length=1024, min_length=1),
                      description="Further names answered by this host."),
     "upstream": Field("string", max_length=2048,
                       description="Where requests go: http(s)://host[:port]."),
@@ -45,9 +47,9 @@ HOST_SCHEMA = ObjectSchema({
                       + sources.ssl_modes()[-1] + "."),
     "ssl_cert_id": Field("integer", nullable=True,
                          description="A stored certificate to serve (ssl_mode custom)."),
-    "ssl_cert_pem": Field("string", max_length=256 * 1024,
+    "ssl_cert_pem": Field("string", max_length=256 * 1024, min_length=1,
                           description="Inline certificate chain (PEM); stored as a certificate."),
-    "ssl_key_pem": Field("string", max_length=64 * 1024,
+    "ssl_key_pem": Field("string", max_length=64 * 1024, min_length=1,
                          description="Inline private key (PEM) for ssl_cert_pem; never returned."),
     "ssl_key_passphrase": Field("string", max_length=1024,
                                 description="Passphrase of an encrypted ssl_key_pem."),

@@ -228,7 +228,7 @@ class Exchange:
         self._disarm()
         self.status = status
         upstream, self._upstream = self._upstream, None
-        assert upstream is not None
+        assert upstream is not None  # nosec B101 # narrows a type
         self._log()
         self.front.start_tunnel(upstream, status, reason,
                                 self._via(client_response_headers(headers, self.forward)), rest)

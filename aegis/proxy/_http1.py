@@ -33,7 +33,6 @@ from aegis.proxy._h1wire import (
     Request,
     local_response,
     public_reason,
-    rejection,
     response_head,
     small_rest,
 )
@@ -73,6 +72,8 @@ class Http1Connection(ClientFlow):
         self._head_size = 0
         self._held = b""
         self._request_deadline = 0.0
+        # A refusal waiting for the pipelined requests before it to be answered.
+        self._rejection: tuple[int, str] | None = None
 
     # -- connection lifecycle ---------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -83,7 +84,7 @@ class Http1Connection(ClientFlow):
 
     def _connection_info(self) -> ConnectionInfo:
         info = self.engine.connection_info(self.transport)
-        assert isinstance(info, ConnectionInfo)
+        assert isinstance(info, ConnectionInfo)  # nosec B101 # narrows a type
         return info
 
     def dataReceived(self, data: bytes) -> None:
@@ -119,6 +120,7 @@ class Http1Connection(ClientFlow):
             offset = upgrade.args[0] if upgrade.args else len(data)
             self._upgrade_rest = [data[offset:]]
             self._pause("upgrade")
+            self._dispatch()
             return
         except httptools.HttpParserCallbackError as exc:
             if self._reject is None:
@@ -138,6 +140,13 @@ class Http1Connection(ClientFlow):
             return
         if self._in_head and self._head_bytes > self.engine.limits.max_header_bytes + 65536:
             self._fatal(431, "request head too large")
+            return
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start the first queued request if none is active (after a read is parsed)."""
+        if self._active is None and self._queue and not self._closed:
+            self._next()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
@@ -225,10 +234,11 @@ class Http1Connection(ClientFlow):
         else:
             self._cancel_timer()
         self._queue.append(request)
-        if self._active is None:
-            self._next()
-        else:
+        if self._active is not None or len(self._queue) > 1:
             self._pause("pipeline")
+        # Dispatched by dataReceived once this read is parsed: a framing error later in the
+        # same bytes (a bad chunk size) then refuses the request before anything of it
+        # reaches an upstream.
 
     def on_body(self, body: bytes) -> None:
         request = self._queue[-1] if self._queue else self._active
@@ -262,7 +272,7 @@ class Http1Connection(ClientFlow):
         self._active = request
         if not self._queue:
             self._resume("pipeline")
-        assert self.info is not None
+        assert self.info is not None  # nosec B101 # narrows a type
         try:
             decision = self.engine.router.route(request.head, self.info)
         except Exception:
@@ -292,7 +302,7 @@ class Http1Connection(ClientFlow):
     def _local(self, head: RequestHead, response: LocalResponse) -> None:
         self.transport.write(local_response(  # type: ignore[union-attr]
             response, self._closing, head.method == b"HEAD"))
-        assert self.info is not None
+        assert self.info is not None  # nosec B101 # narrows a type
         record = self.engine.limits.access_log
         if record is not None:
             record(head, self.info, response.status, len(response.body), None)
@@ -307,6 +317,8 @@ class Http1Connection(ClientFlow):
             return
         if self._queue:
             self._next()
+        elif self._rejection is not None:
+            self._send_rejection(*self._rejection)  # the requests before it are answered
         elif not self._in_head:
             self._set_timer(self.engine.limits.keepalive_timeout)
 
@@ -316,7 +328,7 @@ class Http1Connection(ClientFlow):
 
     def send_head(self, status: int, reason: bytes, headers: Headers,
                   length: int | None, has_body: bool) -> None:
-        assert self._active is not None
+        assert self._active is not None  # nosec B101 # narrows a type
         version = self._active.head.version
         lines: list[bytes] = []
         self._chunked_out = False
@@ -401,7 +413,7 @@ class Http1Connection(ClientFlow):
 
     def start_tunnel(self, upstream: UpstreamConnection, status: int, reason: bytes,
                      headers: Headers, rest: bytes) -> None:
-        assert self._active is not None
+        assert self._active is not None  # nosec B101 # narrows a type
         self.flush()
         upgrade = b"Connection: upgrade\r\nUpgrade: %s\r\n" % (self._active.upgrade or b"")
         self.transport.write(  # type: ignore[union-attr]
@@ -415,16 +427,3 @@ class Http1Connection(ClientFlow):
         self.transport.resumeProducing()  # type: ignore[union-attr]
         if buffered:
             upstream.write(b"".join(buffered))
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _fatal(self, status: int, reason: str) -> None:
-        """Refuse with ``status`` and close; earlier pipelined responses are abandoned."""
-        self._cancel_timer()
-        if self._active is not None and self._active.exchange is not None:
-            self._active.exchange.cancel()
-        self._active = None
-        self._queue.clear()
-        self.transport.write(rejection(status, reason))  # type: ignore[union-attr]
-        self._closing = True
-        self._close()
-        log.info("rejected request with {status}: {reason}", status=status, reason=reason)

@@ -256,7 +256,7 @@ class UpstreamConnection(TxProtocol):
             self._keepalive = False
         self._length = length
         self._chunked = chunked
-        assert self.handler is not None
+        assert self.handler is not None  # nosec B101 # narrows a type
         self.handler.response_head(status, self._reason, headers, length, has_body)
         if not has_body:
             self._complete()

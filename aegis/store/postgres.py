@@ -289,7 +289,7 @@ class PostgresStore:
             except Conflicting:
                 if attempt == self._attempts:
                     raise
-            time.sleep(random.uniform(0.005, 0.02) * attempt)  # noqa: S311 - jitter only
+            time.sleep(random.uniform(0.005, 0.02) * attempt)  # noqa: S311 - jitter only # nosec B311
         raise AssertionError("unreachable")
 
     def _attempt(

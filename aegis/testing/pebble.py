@@ -24,7 +24,7 @@ import os
 import shutil
 import signal
 import ssl
-import subprocess
+import subprocess  # nosec B404 # test peers, started without a shell
 import tempfile
 import time
 import urllib.request
@@ -97,7 +97,7 @@ class PebbleServer:
 
     def start_dns(self) -> None:
         log = (self.workdir / "challtestsrv.log").open("ab")
-        self._dns = subprocess.Popen(
+        self._dns = subprocess.Popen(  # nosec B603 # fixed argv, no shell
             [CHALLTESTSRV, "-dns01", f"127.0.0.1:{self.dns_port}",
              "-management", f"127.0.0.1:{free_port()}", "-http01", "", "-https01", "",
              "-tlsalpn01", "", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
@@ -122,7 +122,7 @@ class PebbleServer:
         log_path = self.workdir / f"pebble-{len(self._log_paths)}.log"
         self._log_paths.append(log_path)
         log = log_path.open("ab")
-        self._pebble = subprocess.Popen(
+        self._pebble = subprocess.Popen(  # nosec B603 # fixed argv, no shell
             [PEBBLE, "-config", str(self._config_path()),
              "-dnsserver", f"127.0.0.1:{self.dns_port}", "-strict"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
@@ -168,7 +168,9 @@ class PebbleServer:
     def _management_get(self, path: str) -> bytes:
         context = ssl.create_default_context(cafile=str(self.ca_bundle))
         url = f"https://127.0.0.1:{self.management_port}{path}"
-        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        with urllib.request.urlopen(  # nosec B310 # an https URL built here
+            url, context=context, timeout=10
+        ) as response:
             return bytes(response.read())
 
     def root_pem(self) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-import subprocess
+import subprocess  # nosec B404 # test helper, no shell
 import time
 from typing import Any
 

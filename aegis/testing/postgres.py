@@ -26,7 +26,7 @@ import itertools
 import os
 import pwd
 import shutil
-import subprocess
+import subprocess  # nosec B404 # test peers, started without a shell
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +96,7 @@ class PostgresCluster:
         command = [str(self.bin_dir / argv[0]), *argv[1:]]
         if os.geteuid() == 0:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
-        done = subprocess.run(
+        done = subprocess.run(  # nosec B603 # fixed argv, no shell
             command, capture_output=True, text=True, timeout=60, check=False,
             cwd=self.directory,
         )

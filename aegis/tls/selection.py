@@ -205,7 +205,7 @@ class SelectionTable:
         return found
 
     def _want(self, name: str) -> None:
-        assert self._on_demand is not None
+        assert self._on_demand is not None  # nosec B101 # narrows a type
         try:
             self._on_demand.certificate_wanted(name)
         except Exception:
