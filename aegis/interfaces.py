@@ -5,6 +5,7 @@
   store for several nodes implements the same two interfaces. No SQL lives outside a store.
 * :class:`ICertificateIssuer`: anything that turns a CSR into a certificate chain (ACME,
   Cloudflare Origin CA). Sources plug in here; the registry and TLS layer never learn which.
+* :class:`IRenewalAdvisor`: an issuer whose CA suggests renewal windows (ACME ARI).
 * :class:`IOnDemandIssuance`: how the TLS handshake path asks for a certificate it lacks,
   without waiting for it.
 * :class:`IChallengeResponder`: how the plain-HTTP listener answers ACME HTTP-01 requests.
@@ -166,6 +167,26 @@ class ICertificateIssuer(Interface):
     def renewal_window(not_before: datetime, not_after: datetime) -> Any:
         """A CA-suggested renewal window ``(start, end)`` for a certificate it issued, or
         None to use the lifetime rule (a third of the lifetime left; half under 10 days)."""
+
+
+class IRenewalAdvisor(ICertificateIssuer):
+    """An issuer whose CA suggests renewal windows after issuance (ACME ARI, RFC 9773).
+
+    The lifecycle engine asks :meth:`renewal_info` for every valid certificate the issuer
+    made, again at the advice's ``next_check`` (at most a day later), and moves the
+    renewal time into the suggested window; a renewal then goes through
+    :meth:`issue_replacing`, so the CA knows which certificate the new one replaces.
+    """
+
+    def renewal_info(certificate: CertificateRecord) -> Deferred[Any]:
+        """Fires with an ``aegis.certs.lifecycle.policy.RenewalAdvice`` for
+        ``certificate`` (``window`` None: the CA suggests nothing). Fails on a network or
+        CA error; the caller asks again later and keeps the renewal time it had."""
+
+    def issue_replacing(csr_pem: bytes, names: Sequence[str],
+                        replaces: CertificateRecord) -> Deferred[Any]:
+        """Like ``issue``, telling the CA the order replaces ``replaces`` (ARI
+        ``replaces``); falls back to a plain order when the CA refuses that."""
 
 
 class IOnDemandIssuance(Interface):

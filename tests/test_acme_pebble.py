@@ -117,6 +117,7 @@ class Node:
         self.parts: AcmeParts | None = None
         self.engine: LifecycleEngine | None = None
         self.pace: Any = None
+        self.directory_url: str | None = None  # another than Pebble's own (a front)
 
     def add_hosts(self, *domains: str) -> None:
         def work(txn: Any) -> None:
@@ -151,7 +152,7 @@ class Node:
             reactor,
             self.store,
             self.wrapper,
-            self.pebble.directory_url,
+            self.directory_url or self.pebble.directory_url,
             ca_bundle=self.pebble.ca_bundle,
             policy=FAST,
             clock=self.clock,

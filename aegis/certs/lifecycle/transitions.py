@@ -221,5 +221,19 @@ def reset(txn: IStoreTransaction, key: str) -> IssuanceState | None:
     return state
 
 
+def reschedule(
+    txn: IStoreTransaction, key: str, certificate_id: int | None, renews_at: datetime,
+) -> IssuanceState | None:
+    """Move the renewal time of a valid set (the CA's window moved), unless the set has
+    changed meanwhile (another certificate, or no longer valid): then nothing."""
+    state = txn.get_issuance_state(key)
+    if state is None or state.status != "valid" or state.certificate_id != certificate_id:
+        return None
+    state = replace(state, renews_at=renews_at)
+    txn.put_issuance_state(state)
+    return state
+
+
 __all__ = ["ISSUED_BY", "begin_attempt", "certificate_of", "failed_state",
-           "finish_failure", "finish_success", "issued_fields", "reset", "retire", "revive"]
+           "finish_failure", "finish_success", "issued_fields", "reschedule", "reset",
+           "retire", "revive"]

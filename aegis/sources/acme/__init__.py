@@ -89,7 +89,7 @@ def build_acme(
 
     responder = ChallengeResponder(store, now)
     issuer = AcmeIssuer(reactor, client, responder, StoreOrderJournal(store),
-                        key_kind=key_kind)
+                        key_kind=key_kind, clock=stamp_clock)
     return AcmeParts(client, issuer, responder)
 
 

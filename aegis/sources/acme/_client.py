@@ -19,7 +19,12 @@ from josepy.jwk import JWKEC
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
-from aegis.sources.acme._transport import AcmeError, AcmeProblem, AcmeResponse, AcmeTransport
+from aegis.sources.acme._transport import (
+    AcmeError,
+    AcmeProblem,
+    AcmeResponse,
+    AcmeTransport,
+)
 
 log = Logger()
 T = TypeVar("T")
@@ -111,9 +116,33 @@ class AcmeClient:
             fresh = await self.account_url()
             return await self._transport.post(url, payload, fresh)
 
-    async def new_order(self, names: Sequence[str]) -> tuple[str, messages.Order]:
+    async def renewal_info_url(self) -> str | None:
+        """The directory's ``renewalInfo`` base (RFC 9773), or None when the CA has no ARI."""
+        value = (await self.directory()).get("renewalInfo")
+        return value if isinstance(value, str) and value else None
+
+    async def renewal_info(self, certificate_id: str) -> tuple[Any, float | None] | None:
+        """The CA's renewalInfo document for an ARI certificate identifier and its
+        Retry-After (seconds); None when the directory lists no ``renewalInfo``. An
+        unauthenticated GET (RFC 9773 §4.2), through the same request budget."""
+        base = await self.renewal_info_url()
+        if base is None:
+            return None
+        response = await self._transport.get(f"{base.rstrip('/')}/{certificate_id}")
+        return response.json(), self._transport.retry_after(response)
+
+    async def new_order(
+        self, names: Sequence[str], replaces: str | None = None, profile: str | None = None,
+    ) -> tuple[str, messages.Order]:
+        """Create an order; ``replaces`` is the ARI identifier of the certificate it
+        renews (RFC 9773 §5), ``profile`` the CA profile to issue under."""
         directory = await self.directory()
-        payload = {"identifiers": [{"type": "dns", "value": name} for name in names]}
+        payload: dict[str, Any] = {
+            "identifiers": [{"type": "dns", "value": name} for name in names]}
+        if replaces is not None:
+            payload["replaces"] = replaces
+        if profile is not None:
+            payload["profile"] = profile
         response = await self.signed(str(directory["newOrder"]), payload)
         if response.location is None:
             raise AcmeError("newOrder answered without the order URL")
