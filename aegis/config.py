@@ -121,6 +121,12 @@ def _parse_key_type(value: str) -> str:
     return value
 
 
+def _parse_acme_profile(value: str) -> str:
+    from aegis.sources.acme.profiles import parse_profile  # the source owns the rule
+
+    return parse_profile(value) if value else ""
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One row of the settings table."""
@@ -194,6 +200,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Key type of ACME certificates: ecdsa-p256 (default) or rsa-2048."),
     SettingSpec("cloudflare_api_base", "AEGIS_CLOUDFLARE_API_BASE", CLOUDFLARE_API_BASE,
                 _parse_url, "Base URL of the Cloudflare API v4."),
+    SettingSpec("acme_profile", "AEGIS_ACME_PROFILE", "", _parse_acme_profile,
+                "ACME profile of new orders unless a host names one (Let's Encrypt: classic, "
+                "tlsserver, shortlived). Empty: the CA's default."),
 )
 
 
@@ -223,6 +232,7 @@ class Settings:
     acme_ca_bundle: Path | None = None
     acme_key_type: str = "ecdsa-p256"
     cloudflare_api_base: str = CLOUDFLARE_API_BASE
+    acme_profile: str = ""
 
     @property
     def database_path(self) -> Path:

@@ -91,6 +91,7 @@ class FakeCA(Resource):
         self.ari_retry_after: str | None = None
         self.ari_windows: dict[str, tuple[str, str]] = {}  # per ARI id, over ari_window
         self.new_orders: list[dict[str, Any]] = []  # every newOrder payload, in order
+        self.profiles: dict[str, str] | None = None  # meta.profiles when set
         self.held: list[Request] = []
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake ACME CA")])
@@ -166,6 +167,8 @@ class FakeCA(Resource):
             }
             if self.ari_window is not None:
                 directory["renewalInfo"] = BASE + "/renewal-info"
+            if self.profiles is not None:
+                directory["meta"] = {"profiles": self.profiles}
             return self._json(request, 200, directory)
         if path.startswith("/renewal-info/") and self.ari_window is not None:
             if self.ari_retry_after is not None:

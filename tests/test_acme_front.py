@@ -15,6 +15,8 @@ from twisted.internet.task import deferLater
 
 from aegis.certs.lifecycle.policy import ceil_second, lifetime_renewal_time
 from aegis.sources.acme import ari
+from aegis.sources.acme.profiles import PROFILE_KEY
+from aegis.store.records import HostFields
 from aegis.testing.acme_front import AcmeFront, listen_front
 from aegis.testing.pebble import PebbleServer, pebble_available, start_pebble
 from tests.test_acme_pebble import ChallengeSite, Node, assert_chains_to_pebble, wait_until
@@ -98,4 +100,21 @@ async def test_without_renewal_info_the_lifetime_rule_holds(
     state = node.state("noari.example.test")
     assert state.renews_at == ceil_second(lifetime_renewal_time(cert.not_before, cert.not_after))
     assert resource.renewal_info_requests == []
+    await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_host_profile_is_sent_to_the_ca(
+    pebble: PebbleServer, site: ChallengeSite, front: tuple[AcmeFront, str]
+) -> None:
+    resource, url = front
+    node = Node(pebble, site)
+    node.directory_url = url
+    fields = HostFields(domain="short.example.test", upstream="http://127.0.0.1:1",
+                        ssl_mode="letsencrypt", extra={PROFILE_KEY: "shortlived"})
+    node.store.transact_blocking(lambda txn: txn.add_host(fields))
+    await node.boot()
+    await wait_until(lambda: node.state("short.example.test") is not None
+                     and node.state("short.example.test").status == "valid")
+    assert [o.get("profile") for o in resource.new_orders] == ["shortlived"]
     await node.stop()

@@ -15,7 +15,7 @@ The pieces, from the wire up:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from aegis.sources.acme.account import (
 )
 from aegis.sources.acme.http01 import ChallengeResponder, challenge_response, is_challenge_path
 from aegis.sources.acme.issuer import SOURCE, AcmeIssuer, CertificateMismatch, verify_chain
+from aegis.sources.acme.profiles import profile_for
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,14 @@ def build_acme(
     policy: RetryPolicy | None = None,
     clock: Any = None,
     pace: Callable[[], Deferred[None]] | None = None,
+    default_profile: str = "",
 ) -> AcmeParts:
     """Build the ACME source. Blocking (reads the CA bundle, loads or creates the account
     key in one transaction): call it at start-up, before the reactor runs.
 
     ``clock`` (default: ``reactor``) stamps challenge answers; ``pace`` is the CA's request
-    budget (:meth:`aegis.certs.lifecycle.IssuerContext.pace`).
+    budget (:meth:`aegis.certs.lifecycle.IssuerContext.pace`); ``default_profile`` the
+    ACME profile of hosts that name none (``AEGIS_ACME_PROFILE``).
     """
     key = store.transact_blocking(lambda txn: load_or_create_account_key(txn, wrapper))
     if http is None:
@@ -88,8 +91,11 @@ def build_acme(
         return datetime.fromtimestamp(stamp_clock.seconds(), UTC)
 
     responder = ChallengeResponder(store, now)
+    def profile(names: Sequence[str]) -> Deferred[str | None]:
+        return store.transact(lambda txn: profile_for(txn.list_hosts(), names, default_profile))
+
     issuer = AcmeIssuer(reactor, client, responder, StoreOrderJournal(store),
-                        key_kind=key_kind, clock=stamp_clock)
+                        key_kind=key_kind, clock=stamp_clock, profile_for=profile)
     return AcmeParts(client, issuer, responder)
 
 
@@ -102,6 +108,7 @@ def _issuer(context: IssuerContext) -> AcmeIssuer:
         contact_email=settings.acme_email, ca_bundle=settings.acme_ca_bundle,
         key_kind="rsa-2048" if settings.acme_key_type == "rsa-2048" else "ecdsa-p256",
         clock=context.clock, pace=context.pace(settings.acme_directory),
+        default_profile=getattr(settings, "acme_profile", ""),
     )
     context.add_responder(parts.responder)
     context.add_preload(parts.responder.load)

@@ -25,6 +25,7 @@ from aegis.sources.acme._transport import (
     AcmeResponse,
     AcmeTransport,
 )
+from aegis.sources.acme.profiles import offered_profiles
 
 log = Logger()
 T = TypeVar("T")
@@ -115,6 +116,14 @@ class AcmeClient:
                 await self._accounts.save_account_url(self.directory_url, None)
             fresh = await self.account_url()
             return await self._transport.post(url, payload, fresh)
+
+    async def profiles(self) -> dict[str, str] | None:
+        """The directory's ``meta.profiles`` (name → description), None if it lists none."""
+        return offered_profiles(await self.directory())
+
+    def known_profiles(self) -> dict[str, str] | None:
+        """``meta.profiles`` if the directory has been read (memory only), else None."""
+        return offered_profiles(self._directory)
 
     async def renewal_info_url(self) -> str | None:
         """The directory's ``renewalInfo`` base (RFC 9773), or None when the CA has no ARI."""

@@ -35,6 +35,7 @@ from aegis.sources.acme import ari
 from aegis.sources.acme._client import AcmeClient
 from aegis.sources.acme._transport import AcmeError, AcmeProblem
 from aegis.sources.acme.http01 import ChallengeResponder
+from aegis.sources.acme.profiles import ProfileError, check_offered
 from aegis.store.records import CertificateRecord
 
 log = Logger()
@@ -52,6 +53,12 @@ REPLACES_REFUSED = frozenset({"alreadyReplaced", "malformed"})
 
 class CertificateMismatch(AcmeError):
     """The CA returned a chain that does not match our key or names (rejected)."""
+
+
+class ProfileLookup(Protocol):
+    """The ACME profile an order of ``names`` asks for (None: the CA's default)."""
+
+    def __call__(self, names: Sequence[str]) -> Deferred[str | None]: ...
 
 
 class OrderJournal(Protocol):
@@ -129,8 +136,10 @@ class AcmeIssuer:
         order_timeout: float = ORDER_TIMEOUT,
         key_kind: KeyKind = "ecdsa-p256",
         clock: IReactorTime | None = None,
+        profile_for: ProfileLookup | None = None,
     ) -> None:
         self._clock = clock if clock is not None else reactor
+        self._profile_for = profile_for
         self.identity = f"acme {client.directory_url}"
         self.key_kind = key_kind
         self._reactor = reactor
@@ -157,6 +166,10 @@ class AcmeIssuer:
             return ari.certificate_id_of_pem(replaces.chain_pem)
         except ari.RenewalInfoError:
             return None
+
+    def known_profiles(self) -> dict[str, str] | None:
+        """The CA's ``meta.profiles`` once its directory has been read (memory only)."""
+        return self._client.known_profiles()
 
     def renewal_info(self, certificate: CertificateRecord) -> Deferred[RenewalAdvice]:
         """The CA's suggested window for ``certificate`` (RFC 9773), or a window of None
@@ -205,6 +218,24 @@ class AcmeIssuer:
             raise AcmeError("the ACME order did not complete in time")
         await self._sleep(delay)
 
+    async def _profile(self, names: tuple[str, ...]) -> str | None:
+        """The profile to ask for, if the CA offers profiles at all (see .profiles)."""
+        if self._profile_for is None:
+            return None
+        wanted = await self._profile_for(names)
+        if wanted is None:
+            return None
+        offered = await self._client.profiles()
+        if offered is None:
+            log.info("acme_profile_unsupported names={names} profile={profile}",
+                     names=",".join(names), profile=wanted)
+            return None
+        try:
+            check_offered(wanted, offered)
+        except ProfileError as exc:
+            raise AcmeError(str(exc)) from None
+        return wanted
+
     async def _open_order(self, names: tuple[str, ...],
                           replaces: str | None) -> tuple[str, messages.Order]:
         url = await self._journal.current_order(names)
@@ -219,14 +250,15 @@ class AcmeIssuer:
                     order.status) != "expired":
                     log.info("acme_order_resumed names={names}", names=",".join(names))
                     return url, order
+        profile = await self._profile(names)
         try:
-            url, order = await self._client.new_order(names, replaces=replaces)
+            url, order = await self._client.new_order(names, replaces, profile)
         except AcmeProblem as problem:
             if replaces is None or problem.code not in REPLACES_REFUSED:
                 raise
             log.info("acme_replaces_refused names={names} error={error}",
                      names=",".join(names), error=str(problem))
-            url, order = await self._client.new_order(names)
+            url, order = await self._client.new_order(names, None, profile)
         await self._journal.record_order(names, url)
         log.info("acme_order_created names={names}", names=",".join(names))
         return url, order
