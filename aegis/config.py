@@ -127,6 +127,12 @@ def _parse_acme_profile(value: str) -> str:
     return parse_profile(value) if value else ""
 
 
+def _parse_acme_challenge(value: str) -> str:
+    from aegis.sources.acme.challenges import parse_challenge
+
+    return parse_challenge(value)
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One row of the settings table."""
@@ -203,6 +209,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("acme_profile", "AEGIS_ACME_PROFILE", "", _parse_acme_profile,
                 "ACME profile of new orders unless a host names one (Let's Encrypt: classic, "
                 "tlsserver, shortlived). Empty: the CA's default."),
+    SettingSpec("acme_challenge", "AEGIS_ACME_CHALLENGE", "http-01", _parse_acme_challenge,
+                "ACME challenge: http-01 (port 80), tls-alpn-01 (the HTTPS listener answers "
+                "acme-tls/1; port 80 may be closed) or auto (HTTP-01, then TLS-ALPN-01 for a "
+                "name whose HTTP-01 validation failed)."),
 )
 
 
@@ -233,6 +243,7 @@ class Settings:
     acme_key_type: str = "ecdsa-p256"
     cloudflare_api_base: str = CLOUDFLARE_API_BASE
     acme_profile: str = ""
+    acme_challenge: str = "http-01"
 
     @property
     def database_path(self) -> Path:

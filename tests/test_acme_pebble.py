@@ -118,6 +118,7 @@ class Node:
         self.engine: LifecycleEngine | None = None
         self.pace: Any = None
         self.directory_url: str | None = None  # another than Pebble's own (a front)
+        self.challenge = "http-01"
 
     def add_hosts(self, *domains: str) -> None:
         def work(txn: Any) -> None:
@@ -157,6 +158,7 @@ class Node:
             policy=FAST,
             clock=self.clock,
             pace=self.pace,
+            challenge=self.challenge,
         )
         self.site.responder = self.parts.responder
         self.engine = LifecycleEngine(

@@ -44,9 +44,11 @@ from aegis.sources.acme.account import (
     load_or_create_account_key,
     read_ca_bundle,
 )
+from aegis.sources.acme.challenges import HTTP_01
 from aegis.sources.acme.http01 import ChallengeResponder, challenge_response, is_challenge_path
 from aegis.sources.acme.issuer import SOURCE, AcmeIssuer, CertificateMismatch, verify_chain
 from aegis.sources.acme.profiles import profile_for
+from aegis.sources.acme.tlsalpn01 import TlsAlpnResponder
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class AcmeParts:
     client: AcmeClient
     issuer: AcmeIssuer
     responder: ChallengeResponder
+    tls_alpn: TlsAlpnResponder | None = None
 
 
 def build_acme(
@@ -72,13 +75,16 @@ def build_acme(
     clock: Any = None,
     pace: Callable[[], Deferred[None]] | None = None,
     default_profile: str = "",
+    challenge: str = HTTP_01,
 ) -> AcmeParts:
     """Build the ACME source. Blocking (reads the CA bundle, loads or creates the account
     key in one transaction): call it at start-up, before the reactor runs.
 
     ``clock`` (default: ``reactor``) stamps challenge answers; ``pace`` is the CA's request
     budget (:meth:`aegis.certs.lifecycle.IssuerContext.pace`); ``default_profile`` the
-    ACME profile of hosts that name none (``AEGIS_ACME_PROFILE``).
+    ACME profile of hosts that name none (``AEGIS_ACME_PROFILE``); ``challenge`` which
+    challenge to answer (``AEGIS_ACME_CHALLENGE``: http-01, tls-alpn-01 or auto; the
+    latter two answer ``acme-tls/1`` on the HTTPS listener).
     """
     key = store.transact_blocking(lambda txn: load_or_create_account_key(txn, wrapper))
     if http is None:
@@ -94,9 +100,11 @@ def build_acme(
     def profile(names: Sequence[str]) -> Deferred[str | None]:
         return store.transact(lambda txn: profile_for(txn.list_hosts(), names, default_profile))
 
+    tls_alpn = None if challenge == HTTP_01 else TlsAlpnResponder()
     issuer = AcmeIssuer(reactor, client, responder, StoreOrderJournal(store),
-                        key_kind=key_kind, clock=stamp_clock, profile_for=profile)
-    return AcmeParts(client, issuer, responder)
+                        key_kind=key_kind, clock=stamp_clock, profile_for=profile,
+                        challenge=challenge, tls_alpn=tls_alpn)
+    return AcmeParts(client, issuer, responder, tls_alpn)
 
 
 def _issuer(context: IssuerContext) -> AcmeIssuer:
@@ -109,6 +117,7 @@ def _issuer(context: IssuerContext) -> AcmeIssuer:
         key_kind="rsa-2048" if settings.acme_key_type == "rsa-2048" else "ecdsa-p256",
         clock=context.clock, pace=context.pace(settings.acme_directory),
         default_profile=getattr(settings, "acme_profile", ""),
+        challenge=getattr(settings, "acme_challenge", HTTP_01),
     )
     context.add_responder(parts.responder)
     context.add_preload(parts.responder.load)

@@ -34,8 +34,16 @@ from aegis.interfaces import IRenewalAdvisor
 from aegis.sources.acme import ari
 from aegis.sources.acme._client import AcmeClient
 from aegis.sources.acme._transport import AcmeError, AcmeProblem
+from aegis.sources.acme.challenges import (
+    HTTP_01,
+    TLS_ALPN_01,
+    ChallengeChoice,
+    ValidationFailed,
+    challenge_token,
+)
 from aegis.sources.acme.http01 import ChallengeResponder
 from aegis.sources.acme.profiles import ProfileError, check_offered
+from aegis.sources.acme.tlsalpn01 import TlsAlpnResponder
 from aegis.store.records import CertificateRecord
 
 log = Logger()
@@ -137,7 +145,11 @@ class AcmeIssuer:
         key_kind: KeyKind = "ecdsa-p256",
         clock: IReactorTime | None = None,
         profile_for: ProfileLookup | None = None,
+        challenge: str = HTTP_01,
+        tls_alpn: TlsAlpnResponder | None = None,
     ) -> None:
+        self._challenges = ChallengeChoice(challenge if tls_alpn is not None else HTTP_01)
+        self._tls_alpn = tls_alpn
         self._clock = clock if clock is not None else reactor
         self._profile_for = profile_for
         self.identity = f"acme {client.directory_url}"
@@ -202,6 +214,8 @@ class AcmeIssuer:
     async def _abandon(self, names: tuple[str, ...]) -> None:
         await self._journal.record_order(names, None)
         await self._responder.withdraw_names(names)
+        if self._tls_alpn is not None:
+            self._tls_alpn.withdraw_names(names)
 
     def renewal_window(self, not_before: datetime, not_after: datetime) -> Any:
         """No CA-suggested window (ARI comes with RFC 9773 support): the lifetime rule."""
@@ -268,12 +282,13 @@ class AcmeIssuer:
         if authz.status == messages.STATUS_VALID:
             return
         name = str(authz.identifier.value)
-        http01 = [c for c in authz.challenges if c.chall.typ == "http-01"]
-        if not http01:
-            raise AcmeError(f"the CA offers no http-01 challenge for {name}")
-        challenge = http01[0]
-        token = challenge.chall.encode("token")
-        await self._responder.publish(token, self._client.key_authorization(token), name)
+        challenge, kind = self._challenges.pick(name, authz.challenges)
+        token = challenge_token(challenge)
+        key_authorization = self._client.key_authorization(token)
+        if kind == TLS_ALPN_01 and self._tls_alpn is not None:
+            self._tls_alpn.publish(name, key_authorization)
+        else:
+            await self._responder.publish(token, key_authorization, name)
         # Withdrawn when validation ends either way, but not on cancellation (shutdown): the
         # CA may still come for it, and the next start resumes this order and serves it.
         try:
@@ -288,17 +303,23 @@ class AcmeIssuer:
                     detail = "; ".join(
                         str(c.error.detail) for c in authz.challenges if c.error is not None
                     )
-                    raise AcmeError(
-                        f"validation of {name} failed: {authz.status.name}"
-                        + (f" ({detail[:300]})" if detail else "")
-                    )
+                    raise ValidationFailed(
+                        f"{kind} validation of {name} failed: {authz.status.name}"
+                        + (f" ({detail[:300]})" if detail else ""), kind)
                 await self._poll_wait(step, deadline, hint)
                 step += 1
         except CancelledError:
             raise
-        except BaseException:
-            await self._responder.withdraw(token)
+        except BaseException as exc:
+            self._challenges.failed(name, kind, exc)
+            await self._withdraw(token, name)
             raise
+        self._challenges.succeeded(name, kind)
+        await self._withdraw(token, name)
+
+    async def _withdraw(self, token: str, name: str) -> None:
+        if self._tls_alpn is not None:
+            self._tls_alpn.withdraw(name)
         await self._responder.withdraw(token)
 
     async def _issue(self, csr_pem: bytes, names: tuple[str, ...],
