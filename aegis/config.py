@@ -133,6 +133,18 @@ def _parse_acme_challenge(value: str) -> str:
     return parse_challenge(value)
 
 
+def _parse_eab_kid(value: str) -> str:
+    if any(ord(c) < 0x21 or ord(c) > 0x7e for c in value) or len(value) > 256:
+        raise ValueError("must be the CA's key identifier (printable ASCII, no spaces)")
+    return value
+
+
+def _parse_eab_hmac_key(value: str) -> str:
+    from aegis.sources.acme.eab import parse_hmac_key
+
+    return parse_hmac_key(value) if value else ""
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One row of the settings table."""
@@ -213,6 +225,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "ACME challenge: http-01 (port 80), tls-alpn-01 (the HTTPS listener answers "
                 "acme-tls/1; port 80 may be closed) or auto (HTTP-01, then TLS-ALPN-01 for a "
                 "name whose HTTP-01 validation failed)."),
+    SettingSpec("acme_eab_kid", "AEGIS_ACME_EAB_KID", "", _parse_eab_kid,
+                "Key identifier for external account binding (ZeroSSL, Google Trust "
+                "Services, private CAs); with AEGIS_ACME_EAB_HMAC_KEY."),
+    SettingSpec("acme_eab_hmac_key", "AEGIS_ACME_EAB_HMAC_KEY", "", _parse_eab_hmac_key,
+                "HMAC key for external account binding, base64url as the CA gives it "
+                "(never logged or stored).", secret=True),
 )
 
 
@@ -244,6 +262,8 @@ class Settings:
     cloudflare_api_base: str = CLOUDFLARE_API_BASE
     acme_profile: str = ""
     acme_challenge: str = "http-01"
+    acme_eab_kid: str = ""
+    acme_eab_hmac_key: str = field(default="", repr=False)
 
     @property
     def database_path(self) -> Path:

@@ -119,6 +119,7 @@ class Node:
         self.pace: Any = None
         self.directory_url: str | None = None  # another than Pebble's own (a front)
         self.challenge = "http-01"
+        self.external_account: Any = None
 
     def add_hosts(self, *domains: str) -> None:
         def work(txn: Any) -> None:
@@ -159,6 +160,7 @@ class Node:
             clock=self.clock,
             pace=self.pace,
             challenge=self.challenge,
+            external_account=self.external_account,
         )
         self.site.responder = self.parts.responder
         self.engine = LifecycleEngine(

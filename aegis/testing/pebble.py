@@ -69,6 +69,7 @@ class PebbleServer:
     dns_port: int
     env: dict[str, str]
     tls_port: int | None = None  # where TLS-ALPN-01 is validated (None: a closed port)
+    eab_keys: dict[str, str] | None = None  # kid -> base64url HMAC key: EAB required
     _pebble: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _dns: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_paths: list[Path] = field(default_factory=list, repr=False)
@@ -91,7 +92,8 @@ class PebbleServer:
             "httpPort": self.http_port,
             "tlsPort": self.tls_port if self.tls_port is not None else free_port(),
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
+            "externalAccountBindingRequired": self.eab_keys is not None,
+            **({"externalAccountMACKeys": self.eab_keys} if self.eab_keys else {}),
         }}
         path.write_text(json.dumps(config))
         return path
@@ -185,11 +187,13 @@ def start_pebble(
     nonce_reject_percent: int | None = None,
     extra_env: dict[str, str] | None = None,
     tls_port: int | None = None,
+    eab_keys: dict[str, str] | None = None,
 ) -> PebbleServer:
     """Start challtestsrv and Pebble on free ports; the caller must ``close()`` the result.
 
     ``nonce_reject_percent`` None keeps Pebble's default (5%); ``tls_port`` is where Pebble
-    validates TLS-ALPN-01 (the HTTPS listener under test; None: a closed port).
+    validates TLS-ALPN-01 (the HTTPS listener under test; None: a closed port);
+    ``eab_keys`` (kid → base64url HMAC key) makes external account binding required.
     """
     import trustme  # test dependency: imported only when a Pebble is wanted
 
@@ -212,6 +216,7 @@ def start_pebble(
     server = PebbleServer(
         workdir=directory, ca_bundle=bundle, http_port=free_port(), acme_port=free_port(),
         management_port=free_port(), dns_port=free_port(), env=env, tls_port=tls_port,
+        eab_keys=eab_keys,
     )
     try:
         server.start_dns()

@@ -45,6 +45,7 @@ from aegis.sources.acme.account import (
     read_ca_bundle,
 )
 from aegis.sources.acme.challenges import HTTP_01
+from aegis.sources.acme.eab import ExternalAccount, external_account
 from aegis.sources.acme.http01 import ChallengeResponder, challenge_response, is_challenge_path
 from aegis.sources.acme.issuer import SOURCE, AcmeIssuer, CertificateMismatch, verify_chain
 from aegis.sources.acme.profiles import profile_for
@@ -76,6 +77,7 @@ def build_acme(
     pace: Callable[[], Deferred[None]] | None = None,
     default_profile: str = "",
     challenge: str = HTTP_01,
+    external_account: ExternalAccount | None = None,
 ) -> AcmeParts:
     """Build the ACME source. Blocking (reads the CA bundle, loads or creates the account
     key in one transaction): call it at start-up, before the reactor runs.
@@ -84,13 +86,15 @@ def build_acme(
     budget (:meth:`aegis.certs.lifecycle.IssuerContext.pace`); ``default_profile`` the
     ACME profile of hosts that name none (``AEGIS_ACME_PROFILE``); ``challenge`` which
     challenge to answer (``AEGIS_ACME_CHALLENGE``: http-01, tls-alpn-01 or auto; the
-    latter two answer ``acme-tls/1`` on the HTTPS listener).
+    latter two answer ``acme-tls/1`` on the HTTPS listener); ``external_account`` the
+    CA's EAB kid and HMAC key (``AEGIS_ACME_EAB_*``), for CAs that require it.
     """
     key = store.transact_blocking(lambda txn: load_or_create_account_key(txn, wrapper))
     if http is None:
         http = acme_http_client(reactor, None if ca_bundle is None else read_ca_bundle(ca_bundle))
     transport = AcmeTransport(reactor, http, key, policy or RetryPolicy(), time.time, pace)
-    client = AcmeClient(transport, key, directory_url, contact_email, StoreAccountBook(store))
+    client = AcmeClient(transport, key, directory_url, contact_email, StoreAccountBook(store),
+                        external_account)
     stamp_clock = clock if clock is not None else reactor
 
     def now() -> datetime:
@@ -118,6 +122,8 @@ def _issuer(context: IssuerContext) -> AcmeIssuer:
         clock=context.clock, pace=context.pace(settings.acme_directory),
         default_profile=getattr(settings, "acme_profile", ""),
         challenge=getattr(settings, "acme_challenge", HTTP_01),
+        external_account=external_account(getattr(settings, "acme_eab_kid", ""),
+                                          getattr(settings, "acme_eab_hmac_key", "")),
     )
     context.add_responder(parts.responder)
     context.add_preload(parts.responder.load)

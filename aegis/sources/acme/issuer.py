@@ -152,7 +152,7 @@ class AcmeIssuer:
         self._tls_alpn = tls_alpn
         self._clock = clock if clock is not None else reactor
         self._profile_for = profile_for
-        self.identity = f"acme {client.directory_url}"
+        self.identity = client.identity
         self.key_kind = key_kind
         self._reactor = reactor
         self._client = client
