@@ -133,6 +133,12 @@ def _parse_acme_challenge(value: str) -> str:
     return parse_challenge(value)
 
 
+def _parse_directories(value: str) -> tuple[str, ...]:
+    from aegis.sources.acme.fallback import parse_directories
+
+    return parse_directories(value)
+
+
 def _parse_eab_kid(value: str) -> str:
     if any(ord(c) < 0x21 or ord(c) > 0x7e for c in value) or len(value) > 256:
         raise ValueError("must be the CA's key identifier (printable ASCII, no spaces)")
@@ -231,6 +237,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("acme_eab_hmac_key", "AEGIS_ACME_EAB_HMAC_KEY", "", _parse_eab_hmac_key,
                 "HMAC key for external account binding, base64url as the CA gives it "
                 "(never logged or stored).", secret=True),
+    SettingSpec("acme_fallback_directories", "AEGIS_ACME_FALLBACK_DIRECTORIES", "",
+                _parse_directories, "Comma-separated ACME directories tried in order when "
+                "AEGIS_ACME_DIRECTORY's CA is down or rate-limits (each its own account)."),
 )
 
 
@@ -264,6 +273,7 @@ class Settings:
     acme_challenge: str = "http-01"
     acme_eab_kid: str = ""
     acme_eab_hmac_key: str = field(default="", repr=False)
+    acme_fallback_directories: tuple[str, ...] = ()
 
     @property
     def database_path(self) -> Path:

@@ -157,6 +157,9 @@ class ICertificateIssuer(Interface):
         "Each certificate records it; when it changes, certificates made by another "
         "identity are renewed at once.")
     key_kind = Attribute("The key type to generate for its certificates ('ecdsa-p256', ...).")
+    # Optional, for an issuer over several CAs (ACME with fallback directories):
+    # ``identities`` (every identity that counts as current) and ``identity_for(chain)``
+    # (which of them issued a chain it just returned; recorded on the certificate).
 
     def issue(csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
         """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes."""

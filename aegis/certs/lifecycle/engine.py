@@ -333,9 +333,12 @@ class LifecycleEngine(Service):
         await self.refresh()
 
     def _issuer_changed(self, state: IssuanceState) -> bool:
+        """Made by another CA or account than the source's issuer now speaks for. An
+        issuer over several CAs (a fallback list) names them all in ``identities``."""
         issuer = self._issuers.get(state.source)
-        return (issuer is not None and state.issuer is not None
-                and state.issuer != issuer.identity)
+        if issuer is None or state.issuer is None:
+            return False
+        return state.issuer not in getattr(issuer, "identities", (issuer.identity,))
 
     def _due_at(self, key: str) -> datetime | None:
         """When ``key`` is next due (None: now)."""
@@ -387,7 +390,9 @@ class LifecycleEngine(Service):
                 chain = await issuer.issue(csr, names)
             if key not in self._demand:
                 raise CancelledError()  # abandoned while the CA answered: store nothing
-            identity = issuer.identity
+            # An issuer over several CAs says which one made this chain (a fallback CA).
+            identity_for = getattr(issuer, "identity_for", None)
+            identity = identity_for(chain) if identity_for is not None else issuer.identity
 
             def renews_at(record: CertificateRecord) -> datetime:
                 window = issuer.renewal_window(record.not_before, record.not_after)
@@ -406,7 +411,7 @@ class LifecycleEngine(Service):
         self.advice.forget(key)  # a new certificate: ask its CA about it at once
         self.events.publish(events.CERT_RENEWED if renewed else events.CERT_OBTAINED,
                             name=key, source=demand.source, certificate_id=record.id,
-                            names=list(demand.names), issuer=issuer.identity,
+                            names=list(demand.names), issuer=state.issuer,
                             not_after=record.not_after, renews_at=state.renews_at)
         try:
             await maybeDeferred(self._reload)
