@@ -130,7 +130,7 @@ def build_tree(
     )
 
     cloudflare = build_cloudflare(reactor, settings.cloudflare_api_base, store, wrapper,
-                                  on_stored=lambda _record: proxy.reload())
+                                  on_stored=lambda _record: proxy.reload(), events=publisher)
     # Stops after both listeners drained (children stop in reverse order).
     _child(root, "upstream-pool", OnStop(engine.pool.close))
     _child(root, "lifecycle", lifecycle)
@@ -143,7 +143,7 @@ def build_tree(
     admin_creator = AdminCertificateCreator(local.authority.admin)
     certificates = CertificateService(
         store, wrapper, registry, reactor, runner=cpu, trust_roots=load_trust_roots(),
-        publish=proxy.reload,
+        publish=proxy.reload, selection=selection, lifecycle=lifecycle, events=publisher,
     )
     context = AdminContext(
         store=store, wrapper=wrapper, local_ca=local.authority, clock=reactor,

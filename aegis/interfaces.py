@@ -161,8 +161,14 @@ class ICertificateIssuer(Interface):
     # ``identities`` (every identity that counts as current) and ``identity_for(chain)``
     # (which of them issued a chain it just returned; recorded on the certificate).
 
-    def issue(csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
-        """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes."""
+    def issue(csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[Any]:
+        """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes, or an
+        :class:`aegis.certs.lifecycle.transitions.IssuedChain` carrying the issuer's own
+        reference for it (stored as ``source_ref``).
+
+        ``options``: the demand's source-specific public facts (a mapping, or None), e.g.
+        which stored certificate a renewal is for; an issuer ignores what it does not use.
+        """
 
     def abandon(names: Sequence[str]) -> Deferred[None]:
         """Forget any order in flight for ``names`` (their host went away). Idempotent."""
@@ -187,7 +193,7 @@ class IRenewalAdvisor(ICertificateIssuer):
         CA error; the caller asks again later and keeps the renewal time it had."""
 
     def issue_replacing(csr_pem: bytes, names: Sequence[str],
-                        replaces: CertificateRecord) -> Deferred[Any]:
+                        replaces: CertificateRecord, options: Any = None) -> Deferred[Any]:
         """Like ``issue``, telling the CA the order replaces ``replaces`` (ARI
         ``replaces``); falls back to a plain order when the CA refuses that."""
 

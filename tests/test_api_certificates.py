@@ -62,7 +62,10 @@ def test_upload_list_show_replace_delete(api: Api, ca: trustme.CA) -> None:
     assert code == 200, replaced
     assert replaced["id"] == cert_id and replaced["created_at"] == created["created_at"]
     assert replaced["fingerprint_sha256"] != created["fingerprint_sha256"]
-    assert replaced["hosts"] == [{"id": 1, "domain": "app.example.com"}]
+    assert replaced["hosts"] == [
+        {"id": 1, "domain": "app.example.com", "names": ["app.example.com"],
+         "step": "host_binding"}
+    ]
     served = api.registry.by_id(cert_id)
     assert served is not None and pem(served.leaf) == renewed.chain[0]
 

@@ -46,6 +46,8 @@ EXTRA_FIELDS = {
     "status",
     "hosts",
     "problem",
+    "lifecycle",
+    "retired",
 }
 CertificatesAPI = api_class([routes], "CertificatesAPI")
 
@@ -82,6 +84,21 @@ def result_of(d: Deferred[Any]) -> Any:
     return box[0]
 
 
+def exchange(
+    stub: StubTreq, method: str, path: str, headers: dict[str, str], data: bytes | None
+) -> tuple[int, bytes]:
+    """One request through ``stub``: its status and body, checked for key material."""
+    d = stub.request(method, BASE + path, headers=headers, data=data)
+    stub.flush()
+    response = result_of(d)
+    content = stub.content(response)
+    stub.flush()
+    payload: bytes = result_of(content)
+    BODIES.append(payload)
+    assert_no_secret(payload)
+    return int(response.code), payload
+
+
 class Api:
     def __init__(self, store: Any, authority: LocalAuthority, path: Path | None) -> None:
         self.store, self.path = store, path
@@ -114,15 +131,8 @@ class Api:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         if isinstance(body, dict) and isinstance(body.get("key_pem"), str):
             remember_key(body["key_pem"])
-        d = self.stub.request(method, BASE + path, headers=headers, data=data)
-        self.stub.flush()
-        response = result_of(d)
-        content = self.stub.content(response)
-        self.stub.flush()
-        payload = result_of(content)
-        BODIES.append(payload)
-        assert_no_secret(payload)
-        return response.code, json.loads(payload) if payload else None
+        code, payload = exchange(self.stub, method, path, headers, data)
+        return code, json.loads(payload) if payload else None
 
     def upload(self, pair: Pair, **extra: Any) -> dict[str, Any]:
         code, body = self.call(

@@ -143,7 +143,8 @@ async def test_origin_created_listed_and_selected_for_its_names(
         },
     )
     assert status == 201, body
-    assert list(body) == ["status", "id", "cloudflare_id", "expires_on", "requested_zone"]
+    assert list(body) == ["status", "id", "cloudflare_id", "expires_on", "requested_zone",
+                          "auto_renew"]
     assert body["status"] == "created" and body["requested_zone"] == ZONE
     records = admin.store.transact_blocking(lambda txn: txn.list_certificates())
     assert [(r.id, r.source) for r in records] == [(body["id"], "cloudflare_origin")]

@@ -101,14 +101,19 @@ async def test_origin_certificate_created_and_stored(
     if auth != "api_token":
         body["api_token"] = ""
     response = await setup.request(**body)
-    assert set(response) == {"status", "id", "cloudflare_id", "expires_on", "requested_zone"}
+    assert set(response) == {"status", "id", "cloudflare_id", "expires_on", "requested_zone",
+                             "auto_renew"}
     assert response["status"] == "created" and response["requested_zone"] == ZONE
+    assert response["auto_renew"] is False
     (record,) = setup.stored()
     assert response["id"] == record.id and setup.notified == [record]
     assert record.source == "cloudflare_origin" and record.key_type == key_type
     assert record.source_ref == response["cloudflare_id"]
     assert response["cloudflare_id"] in running_fake.fake.certificates
-    assert dict(record.extra) == {"requested_zone": ZONE}
+    assert dict(record.extra) == {  # public facts only: no credential without auto_renew
+        "requested_zone": ZONE, "requested_validity": 5475,
+        "issued_by": f"cloudflare-origin {running_fake.url}"}
+    assert record.auto_renew is False
     assert set(record.domains) == {"app.example.com", "*.example.com"}
     assert record.chain_complete is False
     assert response["expires_on"] == record.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")

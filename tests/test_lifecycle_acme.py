@@ -263,6 +263,27 @@ def test_fault_6_retry_now_clears_the_backoff() -> None:
     assert engine.state("a.example.com").status == "valid"  # type: ignore[union-attr]
 
 
+def test_retry_now_keeps_the_failed_validation_budget() -> None:
+    """After 3 failed attempts within an hour, "retry now" may not spend a fourth: the
+    state says when the next attempt may start instead."""
+    world = World()
+    world.add_host("a.example.com")
+    world.rig.ca.validate = False
+    engine = world.boot()
+    for _ in range(4):
+        world.rig.clock.advance(180)
+        world.settle(1)
+    assert engine.state("a.example.com").failures == FAILURES_PER_WINDOW  # type: ignore[union-attr]
+    attempts = engine.attempts_started
+    for _ in range(3):
+        world.drive(engine.retry("a.example.com"))
+        world.settle(1)
+    assert engine.attempts_started == attempts
+    state = engine.state("a.example.com")
+    assert state is not None and state.status == "failed"
+    assert state.next_attempt_at is not None and state.next_attempt_at > engine.now()
+
+
 def test_fault_7_a_name_an_upload_covers_gets_no_order_until_it_nears_expiry() -> None:
     world = World()
     now = world.rig.clock.seconds()

@@ -98,6 +98,16 @@ def test_step3_missing_certificate_asks_for_one_and_falls_back() -> None:
     assert issuance.wanted == ["le.example.com"]
 
 
+def test_looking_without_wanting_asks_for_nothing() -> None:
+    """The admin API shows what a name is served (want=False): that must not start an
+    order the way a handshake does."""
+    issuance = RecordingIssuance()
+    h = host("le.example.com", ssl_mode="letsencrypt")
+    chosen = table(h, certs=[], on_demand=issuance).select("le.example.com", NOW, want=False)
+    assert (chosen.certificate, chosen.step) == (FALLBACK, STEP_FALLBACK)
+    assert issuance.wanted == []
+
+
 def test_wildcard_host_never_triggers_issuance_for_arbitrary_names() -> None:
     issuance = RecordingIssuance()
     h = host("*.dyn.example.org", ssl_mode="letsencrypt")

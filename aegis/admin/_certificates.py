@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from aegis.admin._errors import ApiError
+from aegis.admin._errors import ApiError, invalid
 from aegis.admin._json import Field, ObjectSchema
 from aegis.admin._routing import AdminContext, JsonResponse, RouteTable
 from aegis.certs import sources
@@ -22,6 +22,8 @@ from aegis.certs.errors import CertificateError
 from aegis.certs.pem import MAX_PEM_CHARS
 from aegis.certs.service import CertificateInUse, CertificateService
 from aegis.certs.validate import MAX_DOMAINS
+from aegis.store.records import ISSUANCE_STATUSES
+from aegis.tls.selection import STEP_AUTOCERT, STEP_DOMAIN_MATCH, STEP_HOST_BINDING
 
 routes = RouteTable(tag="certificates")
 
@@ -55,6 +57,19 @@ PAIR = ObjectSchema(
 )
 
 _TIME = {"type": "string", "format": "date-time"}
+_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+HOST_USE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "domain", "names", "step"],
+    "properties": {
+        "id": {"type": "integer"},
+        "domain": {"type": "string"},
+        "names": {"type": "array", "items": {"type": "string"},
+                  "description": "The host's names this certificate is served for"},
+        "step": {"type": "string", "enum": [STEP_HOST_BINDING, STEP_DOMAIN_MATCH,
+                                            STEP_AUTOCERT]},
+    },
+}
 CERTIFICATE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": [
@@ -86,14 +101,51 @@ CERTIFICATE_SCHEMA: dict[str, Any] = {
         },
         "hosts": {
             "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"id": {"type": "integer"}, "domain": {"type": "string"}},
+            "description": "Every host this certificate serves now, and by which step of "
+            "the SNI selection order (bindings count even while not chosen)",
+            "items": HOST_USE_SCHEMA,
+        },
+        "problem": {
+            "type": ["object", "null"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "lifecycle": {
+            "type": ["object", "null"],
+            "description": "Where automatic renewal stands (null: Aegis does not manage it)",
+            "required": ["key", "status", "renews_at", "next_attempt_at", "last_error"],
+            "properties": {
+                "key": {"type": "string"},
+                "status": {"type": "string", "enum": list(ISSUANCE_STATUSES)},
+                "renews_at": _TIME_OR_NULL,
+                "next_attempt_at": _TIME_OR_NULL,
+                "last_error": {"type": ["string", "null"]},
             },
         },
-        "problem": {"type": ["object", "null"]},
+        "retired": {
+            "type": "boolean",
+            "description": "No host asks for this managed certificate any more: not renewed",
+        },
         "chain_pem": {"type": "string"},
     },
+}
+
+IN_USE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message", "field", "hosts"],
+        "properties": {
+            "code": {"type": "string", "enum": ["certificate_in_use"]},
+            "message": {"type": "string"},
+            "field": {"type": ["string", "null"]},
+            "hosts": {"type": "array", "items": {
+                "type": "object", "required": ["id", "domain", "step"],
+                "properties": {"id": {"type": "integer"}, "domain": {"type": "string"},
+                               "step": HOST_USE_SCHEMA["properties"]["step"]},
+            }},
+        },
+    }},
 }
 
 
@@ -115,7 +167,7 @@ def _refusal(error: CertificateError) -> ApiError:
     responses={200: ("Certificate objects", {"type": "array", "items": CERTIFICATE_SCHEMA})},
 )
 async def list_certificates(ctx: AdminContext, request: IRequest) -> Any:
-    """Every stored certificate, ordered by id, with the hosts that use each."""
+    """Every stored certificate, ordered by id, with the hosts each serves and how."""
     return await _service(ctx).list()
 
 
@@ -184,15 +236,36 @@ async def replace_certificate(
         raise _refusal(error) from None
 
 
+def _flag(request: IRequest, name: str) -> bool:
+    """A boolean query parameter: absent is false; only ``true`` and ``false``, once."""
+    values: list[bytes] = (request.args or {}).get(name.encode("ascii"), [])
+    if not values:
+        return False
+    if len(values) == 1 and values[0] in (b"true", b"false"):
+        return values[0] == b"true"
+    raise invalid(name, f"{name} must be given once, as true or false")
+
+
 @routes.route(
     "DELETE",
     ITEM,
     summary="Delete a certificate (fails if assigned to a host)",
-    responses={204: "Deleted", 404: "Unknown id", 409: "Hosts still use it (named)"},
+    description="Refused (409 certificate_in_use, naming each host and its selection step) "
+    "while the certificate serves any host by any step of the SNI order. force=true "
+    "deletes one served by domain match or as a host's automatic certificate, and starts "
+    "a new order for those names at once; a host bound by ssl_cert_id must be changed "
+    "first even then.",
+    query={"force": {"description": "Delete even though hosts are served by it (not "
+                                    "bound ones)", "schema": {"type": "boolean"}}},
+    responses={204: "Deleted", 404: "Unknown id",
+               409: ("Hosts are served by it (named, with their step)", IN_USE_SCHEMA)},
 )
 async def delete_certificate(ctx: AdminContext, request: IRequest, cert_id: int) -> None:
-    """Delete an unused certificate and reload the proxy."""
+    """Delete a certificate no host is served by (or, forced, only unbound ones) and
+    reload the proxy."""
+    force = _flag(request, "force")
     try:
-        await _service(ctx).delete(cert_id)
+        await _service(ctx).delete(cert_id, force=force)
     except CertificateInUse as error:
-        raise ApiError(409, "certificate_in_use", str(error)) from None
+        raise ApiError(409, "certificate_in_use", str(error),
+                       details={"hosts": error.hosts}) from None

@@ -3,6 +3,8 @@
 ``POST /api/v1/certificates/cloudflare-origin`` and ``POST .../cloudflare-edge`` follow the
 spec's bodies; ``GET .../cloudflare-edge/{id}?zone_id=...`` reads a pack's status with the
 token in ``X-Cloudflare-Token`` (the ``Authorization`` header carries the admin token).
+``PATCH /api/v1/certificates/{id}`` switches automatic renewal of an Origin CA certificate
+on (with the credential to keep, sealed) or off (the sealed credential deleted).
 
 Errors: invalid input is a 400 naming the field, before any key is generated or Cloudflare
 is called; Cloudflare refusing the credential or the request is a 400 carrying Cloudflare's
@@ -21,6 +23,7 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
+from aegis.admin._certificates import CERTIFICATE_SCHEMA
 from aegis.admin._errors import ApiError, invalid
 from aegis.admin._json import Field, ObjectSchema
 from aegis.admin._routing import AdminContext, JsonResponse, RouteTable
@@ -33,13 +36,17 @@ from aegis.sources.cloudflare.orders import (
     parse_edge_order,
     parse_identifier,
     parse_origin_order,
+    parse_renewal_change,
 )
 from aegis.sources.cloudflare.origin import CertificateMismatch
+from aegis.sources.cloudflare.renewal import NotRenewable, set_renewal
 from aegis.sources.cloudflare.service import CloudflareServices
 
 routes = RouteTable(tag="certificates")
 
-_SECRET = Field("string", max_length=1024, description="Never stored, logged or returned.")
+_SECRET = Field("string", max_length=1024, description=(
+    "Never logged or returned; stored only sealed by the master key, and only with "
+    "auto_renew true."))
 _HOSTNAMES = Field("array", required=True, max_length=100,
                    items=Field("string", max_length=253),
                    description="Hostnames; a wildcard only as a single leading '*.'.")
@@ -55,6 +62,21 @@ ORIGIN_BODY = ObjectSchema({
     "requested_validity": Field("integer", description="Days: 7, 30, 90, 365, 730, 1095 or "
                                                        "5475 (default)."),
     "zone_id": Field("string", max_length=64, description="Cloudflare zone id, for audit."),
+    "auto_renew": Field("boolean", description=(
+        "Renew automatically (default false: renewal is manual). When true the credential is "
+        "kept sealed by the master key with the certificate, and Aegis requests a new "
+        "certificate for the same names once a third of its lifetime is left.")),
+})
+
+RENEWAL_BODY = ObjectSchema({
+    "auto_renew": Field("boolean", required=True, description=(
+        "true: renew automatically with the credential given here; false: stop, and delete "
+        "the stored credential.")),
+    "auth_method": Field("string", enum=("api_token", "origin_ca_key"),
+                         description="With auto_renew true: api_token (default) or "
+                                     "origin_ca_key."),
+    "api_token": _SECRET,
+    "origin_ca_key": _SECRET,
 })
 
 EDGE_BODY = ObjectSchema({
@@ -71,13 +93,14 @@ EDGE_BODY = ObjectSchema({
 
 ORIGIN_RESPONSE = {
     "type": "object",
-    "required": ["status", "id", "cloudflare_id", "expires_on", "requested_zone"],
+    "required": ["status", "id", "cloudflare_id", "expires_on", "requested_zone", "auto_renew"],
     "properties": {
         "status": {"type": "string", "enum": ["created"]},
         "id": {"type": "integer"},
         "cloudflare_id": {"type": "string"},
         "expires_on": {"type": "string", "format": "date-time"},
         "requested_zone": {"type": "string"},
+        "auto_renew": {"type": "boolean"},
     },
 }
 PACK_RESPONSE = {
@@ -184,3 +207,33 @@ async def get_cloudflare_edge(
         return await _services(ctx).edge.status(credentials, zone_id, pack_id)
     except (FieldError, CloudflareError) as error:
         raise _api_error(error) from None
+
+
+@routes.route(
+    "PATCH", "/api/v1/certificates/<int:cert_id>",
+    summary="Switch automatic renewal of a Cloudflare Origin CA certificate on or off",
+    body=RENEWAL_BODY,
+    responses={200: ("The certificate object", CERTIFICATE_SCHEMA), 404: "Unknown id",
+               409: "Not a Cloudflare Origin CA certificate"},
+)
+async def set_certificate_renewal(
+    ctx: AdminContext, request: IRequest, cert_id: int, body: dict[str, Any]
+) -> Any:
+    """On: the credential is checked for form only and kept sealed with the certificate; the
+    next renewal uses it. Off: the sealed credential is deleted. The lifecycle engine takes
+    it up (or retires it) at once; the certificate keeps serving either way."""
+    try:
+        credentials = parse_renewal_change(body)
+    except FieldError as error:
+        raise _api_error(error) from None
+    wrapper = ctx.wrapper
+    try:
+        record = await ctx.store.transact(
+            lambda txn: set_renewal(txn, wrapper, cert_id, credentials))
+    except NotRenewable as error:
+        raise ApiError(409, "auto_renew_not_supported", str(error)) from None
+    if ctx.lifecycle is not None:
+        await ctx.lifecycle.refresh()
+    if ctx.certificates is not None:
+        return await ctx.certificates.get(record.id)
+    return {"id": record.id, "auto_renew": record.auto_renew}

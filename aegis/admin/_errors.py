@@ -24,6 +24,9 @@ class ApiError(Exception):
     Not frozen: the interpreter and Twisted's Failure set ``__traceback__`` on exceptions.
 
     ``headers`` are extra response headers (``WWW-Authenticate``, ``Retry-After``, ``Allow``).
+    ``details`` are extra members of the error object for programs, beside ``code``,
+    ``message`` and ``field`` (e.g. the hosts a ``certificate_in_use`` names); written by
+    us like the message.
     """
 
     status: int
@@ -31,17 +34,20 @@ class ApiError(Exception):
     message: str
     field: str | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
 
     def body(self) -> bytes:
-        return error_body(self.code, self.message, self.field)
+        return error_body(self.code, self.message, self.field, self.details)
 
 
-def error_body(code: str, message: str, field_name: str | None = None) -> bytes:
-    document = {"error": {"code": code, "message": message, "field": field_name}}
-    return json.dumps(document, ensure_ascii=False).encode("utf-8")
+def error_body(code: str, message: str, field_name: str | None = None,
+               details: Mapping[str, Any] | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message, "field": field_name}
+    error.update({k: v for k, v in (details or {}).items() if k not in error})
+    return json.dumps({"error": error}, ensure_ascii=False).encode("utf-8")
 
 
 def invalid(field_name: str | None, message: str, code: str = "invalid_field",

@@ -10,6 +10,7 @@ gets one.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +56,7 @@ def host_object(ctx: AdminContext, host: HostRecord) -> dict[str, Any]:
     if ctx.lifecycle is not None and sources.for_mode(host.ssl_mode) is not None:
         document["issuance"] = [issuance_for_name(ctx.lifecycle, name) for name in host.names]
     if ctx.selection is not None:
-        chosen = ctx.selection.current().select(host.domain, _now(ctx))
+        chosen = ctx.selection.current().select(host.domain, _now(ctx), want=False)
         document["serving_certificate"] = {
             "step": chosen.step, "certificate_id": chosen.certificate.id,
             "source": chosen.certificate.source,
@@ -132,11 +133,16 @@ async def _save(ctx: AdminContext, request: HostRequest, host_id: int | None) ->
 
 async def _published(ctx: AdminContext) -> None:
     """Make the change visible. The reload also has the lifecycle engine re-read the demand,
-    which orders what an automatic host is missing right away."""
+    which orders what an automatic host is missing right away; that refresh is awaited here
+    (refreshes are serialised, so this one runs after it) so the answer's ``issuance``
+    shows the host's names as the engine now sees them, not the demand from before."""
     if ctx.proxy is not None:
         await ctx.proxy.reload()
-    if ctx.lifecycle is not None and ctx.lifecycle.running:
-        await ctx.lifecycle.refresh()  # so the host object shows the new demand
+    if ctx.lifecycle is not None:
+        # The host is stored either way: a failed refresh is logged by the reload's own
+        # refresh and the engine's timer catches up; the answer must not turn into a 5xx.
+        with contextlib.suppress(Exception):
+            await ctx.lifecycle.refresh()
 
 
 @routes.route("GET", "/api/v1/hosts", summary="List proxy hosts",

@@ -20,7 +20,7 @@ from aegis.admin._errors import ApiError
 from aegis.admin._routing import AdminContext, RouteTable
 from aegis.certs import sources
 from aegis.certs.lifecycle import LifecycleEngine
-from aegis.store.records import IssuanceState
+from aegis.store.records import ISSUANCE_STATUSES, IssuanceState
 from aegis.timefmt import to_text
 
 routes = RouteTable(tag="issuance")
@@ -33,9 +33,11 @@ ISSUANCE_SCHEMA: dict[str, Any] = {
         "name": {"type": "string"},
         "names": {"type": "array", "items": {"type": "string"}},
         "source": {"type": "string"},
-        "status": {"type": "string", "enum": ["wanted", "obtaining", "valid", "renewing",
-                                              "failed", "retired"]},
+        "status": {"type": "string", "enum": [*ISSUANCE_STATUSES, "covered"],
+                   "description": "covered: another certificate serves the name by domain "
+                   "match, so Aegis orders none for it"},
         "issuer": {"type": ["string", "null"]},
+        "issued_by": {"type": ["string", "null"]},
         "certificate_id": {"type": ["integer", "null"]},
         "failures": {"type": "integer"},
         "attempt_started_at": _TIME_OR_NULL,
@@ -54,11 +56,18 @@ def _stamp(moment: datetime | None) -> str | None:
 
 
 def issuance_object(engine: LifecycleEngine, state: IssuanceState) -> dict[str, Any]:
-    """The API shape of one managed set (public facts only: never the pending key)."""
+    """The API shape of one managed set (public facts only: never the pending key).
+
+    ``issuer`` is who Aegis orders from for this set now (CA and account), also before
+    any certificate exists; ``issued_by`` who made the current certificate (they differ
+    after a change of CA until the renewal that the change triggers)."""
     running = engine.in_flight(state.name)
+    current = engine.issuer_of(state.source)
     return {
         "name": state.name, "names": list(state.ordered_names), "source": state.source,
-        "status": state.status, "issuer": state.issuer,
+        "status": state.status,
+        "issuer": state.issuer if current is None else current.identity,
+        "issued_by": state.issuer if state.certificate_id is not None else None,
         "certificate_id": state.certificate_id, "failures": state.failures,
         "attempt_started_at": _stamp(state.last_attempt_at) if running else None,
         "last_attempt_at": _stamp(state.last_attempt_at), "last_error": state.last_error,
@@ -75,9 +84,9 @@ def issuance_for_name(engine: LifecycleEngine, name: str) -> dict[str, Any]:
         covered = name not in engine.demanded()
         return {"name": name, "names": [name], "source": None,
                 "status": "covered" if covered else "wanted", "issuer": None,
-                "certificate_id": None, "failures": 0, "attempt_started_at": None,
-                "last_attempt_at": None, "last_error": None, "next_attempt_at": None,
-                "renews_at": None, "retired_at": None, "in_flight": False}
+                "issued_by": None, "certificate_id": None, "failures": 0,
+                "attempt_started_at": None, "last_attempt_at": None, "last_error": None,
+                "next_attempt_at": None, "renews_at": None, "retired_at": None, "in_flight": False}
     return issuance_object(engine, state)
 
 
@@ -119,3 +128,26 @@ async def retry_host(ctx: AdminContext, request: IRequest, host_id: int) -> list
             await engine.retry(state.name)
         shown.append(issuance_for_name(engine, name))
     return shown
+
+
+@routes.route(
+    "POST", "/api/v1/certificates/<int:cert_id>/renew",
+    summary="Renew an automatically managed certificate now (clears the backoff)",
+    description="For a certificate Aegis renews itself (Let's Encrypt, Cloudflare Origin "
+    "with automatic renewal). Others answer 409 saying how they are renewed.",
+    responses={200: ("The certificate's lifecycle state", ISSUANCE_SCHEMA),
+               404: "Unknown certificate", 409: "Aegis does not renew this certificate"},
+)
+async def renew_certificate(ctx: AdminContext, request: IRequest, cert_id: int) -> Any:
+    engine = _engine(ctx)
+    record = await ctx.store.transact(lambda txn: txn.get_certificate(cert_id))
+    await engine.refresh()
+    managed = [s for s in engine.states()
+               if s.certificate_id == cert_id and s.status != "retired"]
+    if not managed:
+        spec = sources.get(record.source)
+        raise ApiError(409, "not_automatic",
+                       f"certificate {cert_id} ({spec.label}) is not renewed by Aegis: it is "
+                       f"{spec.renewal_note or 'renewed by its source'}", "id")
+    state = await engine.retry(managed[0].name, renew=True)
+    return issuance_object(engine, state or managed[0])

@@ -51,12 +51,14 @@ def _operation(op: Operation) -> dict[str, Any]:
     }
     if op.description:
         result["description"] = op.description
-    params = path_parameters(op.path)
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+        for name, kind in path_parameters(op.path)
+    ]
+    params += [{"name": name, "in": "query", "required": False, **spec}
+               for name, spec in op.query.items()]
     if params:
-        result["parameters"] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
-            for name, kind in params
-        ]
+        result["parameters"] = params
     if op.body is not None:
         result["requestBody"] = {
             "required": True,

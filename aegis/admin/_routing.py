@@ -87,7 +87,9 @@ class Operation:
 
     ``responses`` maps a status to a description, or to ``(description, JSON schema)``;
     ``content_type`` is the media type of the success body. ``public`` routes skip the
-    token (only for public material, such as the CA certificate).
+    token (only for public material, such as the CA certificate). ``query`` documents the
+    optional query parameters: name -> ``{"description": ..., "schema": ...}`` (the
+    handler parses them from ``request.args``).
     """
 
     method: str
@@ -100,6 +102,7 @@ class Operation:
     responses: Mapping[int, str | tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
     content_type: str = "application/json"
     public: bool = False
+    query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def operation_id(self) -> str:
@@ -142,6 +145,7 @@ class RouteTable:
         responses: Mapping[int, str | tuple[str, Mapping[str, Any]]] | None = None,
         content_type: str = "application/json",
         public: bool = False,
+        query: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Callable[[Handler], Handler]:
         if method not in METHODS:
             raise ValueError(f"unsupported method {method}")
@@ -153,7 +157,7 @@ class RouteTable:
                 method=method, path=path, handler=handler, summary=summary, tag=self.tag,
                 description=description or (handler.__doc__ or "").strip(),
                 body=body, responses=dict(responses or {200: "OK"}),
-                content_type=content_type, public=public,
+                content_type=content_type, public=public, query=dict(query or {}),
             ))
             return handler
 

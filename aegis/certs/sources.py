@@ -106,14 +106,14 @@ def load_sources() -> None:
         importlib.import_module(module)
 
 
-_LOADING: list[bool] = []
+_LOADING: list[bool] = []  # non-empty once load_sources has been started
 
 
 def _loaded() -> dict[str, SourceSpec]:
-    """The registry, after every module of SOURCE_MODULES registered itself (once; a
-    source module imported on its own earlier registers only itself)."""
+    # Not "if empty": importing one source module (a test, a tool) registers that source
+    # alone, and the others must still be loaded before the first question.
     if not _LOADING:
-        _LOADING.append(True)
+        _LOADING.append(True)  # first: a source module asking here must not recurse
         load_sources()
     return _SOURCES
 

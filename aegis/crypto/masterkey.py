@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 from aegis.crypto.keywrap import KeyWrapper, MasterKey
 from aegis.crypto.sealed import (
+    SEALED_CREDENTIALS,
+    certificate_credentials_context,
     certificate_key_context,
     pending_order_key_context,
     setting_context,
@@ -89,6 +91,13 @@ def rotate_master_key(
         context = certificate_key_context(record.uid)
         plaintext = old_wrapper.open(record.key_sealed, context)
         resealed = replace(record.fields(), key_sealed=new_wrapper.seal(plaintext, context))
+        credentials = record.extra.get(SEALED_CREDENTIALS)
+        if isinstance(credentials, str):
+            context = certificate_credentials_context(record.uid)
+            plaintext = old_wrapper.open(base64.b64decode(credentials), context)
+            resealed = replace(resealed, extra={
+                **record.extra, SEALED_CREDENTIALS: _encode(new_wrapper.seal(plaintext, context))})
+            count += 1
         txn.replace_certificate(record.id, resealed)
         count += 1
     for state in txn.list_issuance_states():

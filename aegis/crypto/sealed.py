@@ -15,6 +15,27 @@ def certificate_key_context(uid: str) -> str:
     return f"certificate:{uid}:key"
 
 
+# The ``extra`` entry of a certificate holding the credentials its source renews it with
+# (base64 of a blob sealed under :func:`certificate_credentials_context`). The only sealed
+# value ``extra`` may hold: views never show ``extra``, ``aegis rotate-key`` re-seals it, and
+# it goes with the certificate row when that is deleted.
+SEALED_CREDENTIALS = "credentials_sealed"
+
+
+def certificate_credentials_context(uid: str) -> str:
+    """The renewal credentials of certificate ``uid`` (e.g. a Cloudflare API token)."""
+    return f"certificate:{uid}:credentials"
+
+
+def seal_credentials(wrapper: KeyWrapper, uid: str, plaintext: bytes) -> str:
+    return base64.b64encode(
+        wrapper.seal(plaintext, certificate_credentials_context(uid))).decode("ascii")
+
+
+def open_credentials(wrapper: KeyWrapper, uid: str, value: str) -> bytes:
+    return wrapper.open(base64.b64decode(value), certificate_credentials_context(uid))
+
+
 def pending_order_key_context(name: str) -> str:
     """The certificate key of an ACME order in flight for ``name`` (IssuanceState)."""
     return f"acme-order:{name}:key"

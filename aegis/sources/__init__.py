@@ -2,7 +2,7 @@
 :class:`aegis.certs.sources.SourceSpec` when imported.
 
 :data:`SOURCE_MODULES` is the one list of them: a new source is a new module here plus one
-line in this tuple (see docs/lifecycle.md, "Adding a source").
+line in this tuple (see docs/lifecycle.md, "How a new source plugs in").
 """
 
 SOURCE_MODULES: tuple[str, ...] = (

@@ -30,7 +30,8 @@ class CertificateFields:
     under the context ``certificate:<uid>:key``; ``uid`` is chosen by the caller before
     storing, so the ciphertext is bound to this record and no other.
     ``extra`` holds source-specific public facts (e.g. a Cloudflare certificate id): never a
-    secret.
+    secret in clear. The one sealed value allowed is
+    :data:`aegis.crypto.sealed.SEALED_CREDENTIALS` (renewal credentials, sealed for ``uid``).
     """
 
     uid: str

@@ -159,10 +159,11 @@ class SelectionTable:
                 entry = self._hosts.get("*." + parent)
         return entry
 
-    def select(self, server_name: str | None, now: datetime) -> Selection:
+    def select(self, server_name: str | None, now: datetime, want: bool = True) -> Selection:
         """The certificate for the normalised ``server_name`` (None: the client sent none).
 
-        Never raises for any name; never does I/O.
+        Never raises for any name; never does I/O. ``want`` False only looks: a missing
+        automatic certificate is not asked for (the admin API showing what is served).
         """
         if server_name is None:
             return Selection(self._fallback, STEP_FALLBACK, None, None, "1.2")
@@ -185,7 +186,7 @@ class SelectionTable:
                 return chosen(automatic, STEP_AUTOCERT)
             # Only a name the host lists literally: a wildcard host must not let any client
             # start certificate orders for names of its choosing.
-            if self._on_demand is not None and server_name in self._hosts:
+            if want and self._on_demand is not None and server_name in self._hosts:
                 self._want(server_name)
         return chosen(self._fallback, STEP_FALLBACK)
 

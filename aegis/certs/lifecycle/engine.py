@@ -285,18 +285,19 @@ class LifecycleEngine(Service):
         running.addBoth(done)
         return waiter
 
-    def retry(self, key: str) -> Deferred[IssuanceState | None]:
+    def retry(self, key: str, renew: bool = False) -> Deferred[IssuanceState | None]:
         """The operator's "retry now": clear the backoff and start at once (unless the
-        set's failed-attempt budget is spent: then ``next_attempt_at`` says when)."""
-        return Deferred.fromCoroutine(self._retry_now(key))
+        set's failed-attempt budget is spent: then ``next_attempt_at`` says when).
+        ``renew``: start even if the set is valid and not yet due (renew now)."""
+        return Deferred.fromCoroutine(self._retry_now(key, renew))
 
-    async def _retry_now(self, key: str) -> IssuanceState | None:
+    async def _retry_now(self, key: str, renew: bool = False) -> IssuanceState | None:
         if key not in self._demand:
             return self._states.get(key)
         now, budget = self.now(), self._budget
 
         def work(txn: IStoreTransaction) -> IssuanceState | None:
-            state = transitions.reset(txn, key)
+            state = transitions.reset(txn, key, keep_budget=True)
             if state is None:
                 return None
             wait = budget.earliest_attempt(state.recent_failures, now)
@@ -310,7 +311,10 @@ class LifecycleEngine(Service):
             self._states[key] = state
             self.events.publish(events.CERT_RESET, name=key, source=state.source,
                                 reason="retry")
-        if self._due(key, now) and key not in self._inflight:
+        current = self._states.get(key)
+        waiting = (current is not None and current.status == "failed"
+                   and current.next_attempt_at is not None and current.next_attempt_at > now)
+        if (renew or self._due(key, now)) and not waiting and key not in self._inflight:
             self.obtain(key, force=True).addErrback(lambda f: None)
         return self._states.get(key)
 
@@ -385,9 +389,10 @@ class LifecycleEngine(Service):
                     lambda txn: transitions.certificate_of(txn, state))
             if replaced is not None:
                 advisor: Any = issuer
-                chain = await advisor.issue_replacing(csr, names, replaced)
+                chain = await advisor.issue_replacing(csr, names, replaced,
+                                                      dict(demand.options))
             else:
-                chain = await issuer.issue(csr, names)
+                chain = await issuer.issue(csr, names, dict(demand.options))
             if key not in self._demand:
                 raise CancelledError()  # abandoned while the CA answered: store nothing
             # An issuer over several CAs says which one made this chain (a fallback CA).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from aegis.certs.lifecycle.budget import FailureBudget
 from aegis.certs.lifecycle.demand import Demand
-from aegis.certs.lifecycle.policy import ceil_second
+from aegis.certs.lifecycle.policy import ceil_second, lifetime_renewal_time
 from aegis.crypto.keys import (
     KeyKind,
     generate_private_key,
@@ -41,6 +41,25 @@ CertKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 ISSUED_BY = "issued_by"  # the certificate's ``extra`` key recording the issuer identity
 
 
+@dataclass(frozen=True)
+class IssuedChain:
+    """What ``ICertificateIssuer.issue`` may return instead of bare PEM bytes: the chain
+    plus the issuer's own reference for it (e.g. Cloudflare's certificate id), stored as the
+    certificate's ``source_ref``."""
+
+    chain_pem: bytes
+    source_ref: str | None = None
+
+
+def split_issued(result: object) -> tuple[bytes, str | None]:
+    """``(chain_pem, source_ref)`` from an issuer's result (bytes or :class:`IssuedChain`)."""
+    if isinstance(result, IssuedChain):
+        return result.chain_pem, result.source_ref
+    if isinstance(result, bytes):
+        return result, None
+    raise TypeError(f"an issuer returned {type(result).__name__}, not PEM bytes")
+
+
 def _common_name(name: x509.Name) -> str:
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else name.rfc4514_string()
@@ -49,6 +68,7 @@ def _common_name(name: x509.Name) -> str:
 def issued_fields(
     chain_pem: bytes, key: CertKey, wrapper: KeyWrapper, source: str, issuer: str,
     uid: str | None = None, extra: dict[str, Any] | None = None,
+    source_ref: str | None = None,
 ) -> CertificateFields:
     """Store fields for a chain an issuer returned (already checked against key and names);
     the key sealed for ``uid``, ``extra`` recording which issuer made it."""
@@ -69,7 +89,7 @@ def issued_fields(
         # CA chains end at an intermediate whose root the client trusts; complete means
         # every certificate is followed by its issuer, down to one we cannot go past.
         chain_complete=len(chain) > 1 or last.issuer == last.subject,
-        auto_renew=True, extra={**(extra or {}), ISSUED_BY: issuer},
+        auto_renew=True, extra={**(extra or {}), ISSUED_BY: issuer}, source_ref=source_ref,
     )
 
 
@@ -119,21 +139,24 @@ def begin_attempt(
 
 
 def finish_success(
-    txn: IStoreTransaction, wrapper: KeyWrapper, demand: Demand, chain_pem: bytes,
+    txn: IStoreTransaction, wrapper: KeyWrapper, demand: Demand, issued: object,
     key: CertKey, issuer: str, renews_at: Any,
 ) -> tuple[IssuanceState, CertificateRecord, bool]:
     """Store the certificate (replacing the set's previous one in place, so hosts bound to
     it follow) and mark the set valid. ``renews_at(record)`` gives its renewal time.
     Returns the state, the record and whether it was a renewal."""
+    chain_pem, source_ref = split_issued(issued)
     state = _current(txn, demand)
     previous = certificate_of(txn, state)
     if previous is not None:
         fields = issued_fields(chain_pem, key, wrapper, demand.source, issuer,
-                               uid=previous.uid, extra=dict(previous.extra))
+                               uid=previous.uid, extra=dict(previous.extra),
+                               source_ref=source_ref or previous.source_ref)
         record = txn.replace_certificate(previous.id, fields)
     else:
         record = txn.add_certificate(
-            issued_fields(chain_pem, key, wrapper, demand.source, issuer))
+            issued_fields(chain_pem, key, wrapper, demand.source, issuer,
+                          source_ref=source_ref))
     state = replace(
         state, status="valid", certificate_id=record.id, failures=0, last_error=None,
         next_attempt_at=None, renews_at=renews_at(record), issuer=issuer, order_url=None,
@@ -198,22 +221,32 @@ def revive(txn: IStoreTransaction, demand: Demand) -> IssuanceState:
     if record is not None:
         if not record.auto_renew:
             txn.replace_certificate(record.id, replace(record.fields(), auto_renew=True))
-        state = replace(state, status="valid", retired_at=None)
+        # A stored certificate adopted for renewal (a source's demand rule) is renewed at
+        # the lifetime rule, not at once, and keeps the identity of the issuer that made it.
+        issued_by = record.extra.get(ISSUED_BY)
+        state = replace(
+            state, status="valid", retired_at=None,
+            renews_at=state.renews_at or ceil_second(
+                lifetime_renewal_time(record.not_before, record.not_after)),
+            issuer=state.issuer or (issued_by if isinstance(issued_by, str) else None))
     else:
         state = replace(state, status="wanted", retired_at=None, certificate_id=None)
     txn.put_issuance_state(state)
     return state
 
 
-def reset(txn: IStoreTransaction, key: str) -> IssuanceState | None:
-    """Forget the backoff and the failure budget (an operator's "retry now", or the
-    certificate was deleted by force): the next attempt may start at once."""
+def reset(txn: IStoreTransaction, key: str, keep_budget: bool = False) -> IssuanceState | None:
+    """Forget the backoff (an operator's "retry now", or the certificate was deleted by
+    force): the next attempt may start at once. ``keep_budget`` keeps the recent failures,
+    so the CA's failed-validation limit still holds (a retry); a deleted certificate's
+    reset forgets them too."""
     state = txn.get_issuance_state(key)
     if state is None:
         return None
     if certificate_of(txn, state) is None:
         state = replace(state, certificate_id=None)
-    state = replace(state, failures=0, next_attempt_at=None, recent_failures=(),
+    recent = state.recent_failures if keep_budget else ()
+    state = replace(state, failures=0, next_attempt_at=None, recent_failures=recent,
                     renews_at=None if state.certificate_id is None else state.renews_at)
     if state.status == "failed":
         state = replace(state, status="wanted" if state.certificate_id is None else "valid")
@@ -234,6 +267,18 @@ def reschedule(
     return state
 
 
-__all__ = ["ISSUED_BY", "begin_attempt", "certificate_of", "failed_state",
-           "finish_failure", "finish_success", "issued_fields", "reschedule", "reset",
-           "retire", "revive"]
+__all__ = [
+    "ISSUED_BY",
+    "IssuedChain",
+    "begin_attempt",
+    "certificate_of",
+    "failed_state",
+    "finish_failure",
+    "finish_success",
+    "issued_fields",
+    "reschedule",
+    "reset",
+    "retire",
+    "revive",
+    "split_issued",
+]

@@ -98,11 +98,11 @@ class FallbackIssuer:
         """Which CA issued ``chain`` (one this issuer returned): recorded on the certificate."""
         return self._issued_by.pop(chain, self.identity)
 
-    def issue(self, csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
+    def issue(self, csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names), None))
 
     def issue_replacing(self, csr_pem: bytes, names: Sequence[str],
-                        replaces: CertificateRecord) -> Deferred[Any]:
+                        replaces: CertificateRecord, options: Any = None) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names), replaces))
 
     async def _issue(self, csr_pem: bytes, names: tuple[str, ...],

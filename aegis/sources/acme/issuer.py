@@ -160,11 +160,11 @@ class AcmeIssuer:
         self._journal: OrderJournal = journal if journal is not None else MemoryJournal()
         self._timeout = order_timeout
 
-    def issue(self, csr_pem: bytes, names: Sequence[str]) -> Deferred[Any]:
+    def issue(self, csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names)))
 
     def issue_replacing(self, csr_pem: bytes, names: Sequence[str],
-                        replaces: CertificateRecord) -> Deferred[Any]:
+                        replaces: CertificateRecord, options: Any = None) -> Deferred[Any]:
         """An order naming the certificate it renews (ARI ``replaces``) when this CA made
         it and has ARI: Let's Encrypt exempts such renewals from its rate limits."""
         return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names), replaces))

@@ -15,7 +15,7 @@ messages in :class:`CloudflareError`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, cast
 
@@ -123,7 +123,8 @@ class CloudflareClient:
     """Calls Cloudflare API v4 at ``base_url``; every method returns a Deferred.
 
     ``http`` is a treq ``HTTPClient`` (see :meth:`create`) or a ``StubTreq`` in tests;
-    ``clock`` times the per-attempt timeout and the waits between attempts.
+    ``clock`` times the per-attempt timeout and the waits between attempts; ``pace`` (the
+    lifecycle's per-CA request budget) is awaited before every request, retries included.
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class CloudflareClient:
         max_backoff: float = 20.0,
         max_retry_after: float = 60.0,
         on_close: Any = None,
+        pace: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -150,6 +152,12 @@ class CloudflareClient:
         self._max_backoff = max_backoff
         self._max_retry_after = max_retry_after
         self._on_close = on_close
+        self._pace = pace
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL (no trailing slash): names the CA in an issuer's identity."""
+        return self._base
 
     @classmethod
     def create(cls, reactor: Any, base_url: str, **options: Any) -> CloudflareClient:
@@ -213,6 +221,8 @@ class CloudflareClient:
         attempt = 0
         while True:
             attempt += 1
+            if self._pace is not None:
+                await self._pace()
             try:
                 return await self._attempt(method, path, credentials, body)
             except CloudflareError as exc:

@@ -7,8 +7,12 @@ when Cloudflare echoes it back) are easiest to check in one small place.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from aegis.crypto.keywrap import KeyWrapper
+from aegis.crypto.sealed import open_credentials, seal_credentials
 
 #: Cloudflare error codes that mean "try again": 1100 "Failed to write certificate to
 #: Database" (Origin CA) and 971 "Please wait and consider throttling your request speed".
@@ -36,6 +40,25 @@ class Credentials:
         if self.method == "api_token":
             return {b"Authorization": [b"Bearer " + self.secret.encode("ascii")]}
         return {b"X-Auth-User-Service-Key": [self.secret.encode("ascii")]}
+
+    def seal(self, wrapper: KeyWrapper, uid: str) -> str:
+        """This credential sealed by the master key for certificate ``uid`` (text)."""
+        plain = json.dumps({"method": self.method, "secret": self.secret})
+        return seal_credentials(wrapper, uid, plain.encode("utf-8"))
+
+    @classmethod
+    def unseal(cls, wrapper: KeyWrapper, uid: str, value: str) -> Credentials:
+        """The credential :meth:`seal` kept for ``uid``.
+
+        @raise ValueError: it does not open (another uid or master key) or is malformed.
+        """
+        try:
+            data = json.loads(open_credentials(wrapper, uid, value))
+            return cls(data["method"], data["secret"])
+        except ValueError:
+            raise
+        except Exception:  # UnwrapError, KeyError, TypeError, binascii.Error
+            raise ValueError("the sealed credential does not open") from None
 
     def __repr__(self) -> str:
         return f"Credentials(method={self.method!r}, secret=<hidden>)"
@@ -80,6 +103,9 @@ class CloudflareError(Exception):
         self.http_status = http_status
         self.errors = errors
         self.retry_after = retry_after
+        # Epoch seconds before which the lifecycle engine must not try again (its issuers'
+        # contract); set by the Origin CA issuer from ``retry_after``.
+        self.retry_at: float | None = None
         detail = "; ".join(f"{e.code}: {e.message}" for e in errors)
         super().__init__(f"{summary} ({detail})" if detail else summary)
 

@@ -41,6 +41,7 @@ class OriginOrder:
     request_type: str = "origin-rsa"
     requested_validity: int = 5475
     zone_id: str = ""
+    auto_renew: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,22 +102,53 @@ def _hostnames(body: Mapping[str, Any], name: str, maximum: int) -> tuple[str, .
         raise FieldError(name, str(exc)) from None
 
 
-def parse_origin_order(body: object) -> OriginOrder:
-    """``POST /api/v1/certificates/cloudflare-origin``. @raise FieldError."""
-    fields = _only(body, {"auth_method", "api_token", "origin_ca_key", "hostnames",
-                          "request_type", "requested_validity", "zone_id"})
+_AUTH_FIELDS = {"auth_method", "api_token", "origin_ca_key"}
+
+
+def _origin_credentials(fields: Mapping[str, Any]) -> Credentials:
     method = _choice(fields, "auth_method", ("api_token", "origin_ca_key"), "api_token")
     other = "origin_ca_key" if method == "api_token" else "api_token"
     if fields.get(other) not in (None, ""):
         raise FieldError(other, f"must not be given when auth_method is {method}")
-    credentials = _credential(fields, method, method)
+    return _credential(fields, method, method)
+
+
+def _flag(fields: Mapping[str, Any], name: str, default: bool | None) -> bool:
+    value = fields.get(name, default)
+    if value is None:
+        raise FieldError(name, "is required")
+    if not isinstance(value, bool):
+        raise FieldError(name, "must be true or false")
+    return value
+
+
+def parse_origin_order(body: object) -> OriginOrder:
+    """``POST /api/v1/certificates/cloudflare-origin``. @raise FieldError."""
+    fields = _only(body, {*_AUTH_FIELDS, "hostnames", "request_type", "requested_validity",
+                          "zone_id", "auto_renew"})
+    credentials = _origin_credentials(fields)
+    auto_renew = _flag(fields, "auto_renew", False)
     return OriginOrder(
         credentials=credentials,
         hostnames=_hostnames(fields, "hostnames", 100),
         request_type=_choice(fields, "request_type", tuple(ORIGIN_REQUEST_TYPES), "origin-rsa"),
         requested_validity=_choice(fields, "requested_validity", ORIGIN_VALIDITIES, 5475),
         zone_id=parse_identifier(fields.get("zone_id"), "zone_id", required=False),
+        auto_renew=auto_renew,
     )
+
+
+def parse_renewal_change(body: object) -> Credentials | None:
+    """``PATCH /api/v1/certificates/{id}``: ``{"auto_renew": false}``, or ``true`` with the
+    Cloudflare credential to renew with. Returns that credential (None: switch off).
+    @raise FieldError."""
+    fields = _only(body, {*_AUTH_FIELDS, "auto_renew"})
+    if not _flag(fields, "auto_renew", None):
+        for name in sorted(_AUTH_FIELDS):
+            if fields.get(name) not in (None, ""):
+                raise FieldError(name, "must not be given when auto_renew is false")
+        return None
+    return _origin_credentials(fields)
 
 
 def parse_edge_order(body: object) -> EdgeOrder:

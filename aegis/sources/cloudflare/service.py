@@ -15,10 +15,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
 from aegis.crypto.keywrap import KeyWrapper
+from aegis.events import EventPublisher
 from aegis.interfaces import IStore
 from aegis.sources.cloudflare.client import CloudflareClient
 from aegis.sources.cloudflare.edge import EdgeCertificates
-from aegis.sources.cloudflare.origin import OriginCertificates
+from aegis.sources.cloudflare.requests import OriginCertificates
 from aegis.store.records import CertificateRecord
 
 
@@ -37,29 +38,40 @@ def build_cloudflare(
     store: IStore,
     wrapper: KeyWrapper,
     on_stored: Callable[[CertificateRecord], object] | None = None,
+    events: EventPublisher | None = None,
     **client_options: Any,
 ) -> CloudflareServices:
     """The client (own connection pool, ``reactor`` passed in) and both services.
 
     ``on_stored`` is called with each new Origin CA record: pass the certificate registry's
-    refresh so the HTTPS listener serves it at once.
+    refresh so the HTTPS listener serves it at once; ``events`` (the lifecycle's publisher)
+    hears ``cert_obtained`` for it.
     """
     client = CloudflareClient.create(reactor, base_url, **client_options)
     return CloudflareServices(
         client=client,
-        origin=OriginCertificates(client, store, wrapper, reactor, on_stored=on_stored),
+        origin=OriginCertificates(client, store, wrapper, reactor, on_stored=on_stored,
+                                  events=events),
         edge=EdgeCertificates(client, store, reactor),
     )
 
 
-class CloudflareService(Service):
-    """Closes the client's pooled connections when the tree stops."""
+class ClientService(Service):
+    """Closes a client's pooled connections when the tree stops."""
+
+    def __init__(self, client: CloudflareClient) -> None:
+        self.client = client
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.client.close()
+
+
+class CloudflareService(ClientService):
+    """The admin API's client, closed when the tree stops."""
 
     name = "cloudflare"
 
     def __init__(self, services: CloudflareServices) -> None:
+        super().__init__(services.client)
         self.services = services
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return self.services.client.close()

@@ -1,4 +1,4 @@
-"""The ``aegis`` command: ``run``, ``rotate-key``, ``generate-key``, ``version``.
+"""The ``aegis`` command: ``run`` and the key tools here, the shell commands in sibling modules.
 
 ``aegis run`` builds the same service tree as ``twistd -n aegis`` and runs it in the
 foreground with logs on stdout. It differs from twistd in one way operators rely on: after
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -23,11 +24,39 @@ from twisted.python import usage
 from twisted.python.reflect import qual
 
 from aegis import __version__
+from aegis.cli._backup import BackupCommand
+from aegis.cli._certs import CertsOptions, TrustBundle
+from aegis.cli._command import (
+    ClientCommand,
+    LocalCommand,
+    leaf,
+    run_client_command,
+    run_local_command,
+)
+from aegis.cli._export import ExportCommand, ImportCommand
+from aegis.cli._hosts import HostsOptions
+from aegis.cli._restore import RestoreCommand
+from aegis.cli._status import Check, Status
 from aegis.config import ConfigError, Settings
 from aegis.crypto.keywrap import MasterKey, MasterKeyError
 from aegis.crypto.masterkey import rotate_master_key
-from aegis.tap import Options as RunOptions
-from aegis.tap import exit_with_error, makeService
+
+if TYPE_CHECKING:
+    from aegis.tap import Options as RunOptions
+
+
+def exit_with_error(message: str) -> NoReturn:
+    from aegis.tap import exit_with_error as exit_
+
+    exit_(message)
+
+
+def _run_options() -> usage.Options:
+    """``aegis run``'s options, imported only when chosen: the server's modules take a
+    second to import, which every shell command would otherwise pay."""
+    from aegis.tap import Options
+
+    return Options()
 
 
 class RotateKeyOptions(usage.Options):
@@ -48,10 +77,19 @@ class AegisOptions(usage.Options):
     synopsis = "COMMAND [options]"
     longdesc = "Aegis: TLS-terminating reverse proxy with certificate management."
     subCommands = [
-        ["run", None, RunOptions, "Run Aegis in the foreground (logs on stdout)."],
+        ["run", None, _run_options, "Run Aegis in the foreground (logs on stdout)."],
         ["rotate-key", None, RotateKeyOptions, "Re-encrypt stored keys under a new master key."],
         ["generate-key", None, usage.Options, "Print a new random master key (64 hex)."],
         ["version", None, usage.Options, "Print the version."],
+        ["hosts", None, HostsOptions, "Proxy hosts: list, show, add, rm (admin API)."],
+        ["certs", None, CertsOptions, "Certificates: list, show, import, rm, renew."],
+        ["trust-bundle", None, TrustBundle, "Download the local CA trust bundle."],
+        ["status", None, Status, "Health and what is failing."],
+        ["check", None, Check, "Exit 0 OK, 1 warning, 2 critical (for monitoring)."],
+        ["backup", None, BackupCommand, "Write a consistent backup of the database."],
+        ["restore", None, RestoreCommand, "Restore a backup into a stopped instance."],
+        ["export", None, ExportCommand, "Export hosts and certificates as JSON."],
+        ["import", None, ImportCommand, "Import an export through the admin API."],
     ]
 
     def postOptions(self) -> None:
@@ -67,6 +105,8 @@ def _start_logging() -> None:
 
 def run(options: RunOptions) -> int:
     from twisted.internet import reactor
+
+    from aegis.tap import makeService
 
     _start_logging()
     Logger(namespace="aegis.cli").info("reactor: {reactor}", reactor=qual(type(reactor)))
@@ -121,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as exc:
         exit_with_error(f"{exc} (see `aegis --help`)")
     command, sub = options.subCommand, options.subOptions
+    chosen = leaf(options)
+    if isinstance(chosen, ClientCommand):
+        return run_client_command(chosen)
+    if isinstance(chosen, LocalCommand):
+        return run_local_command(chosen)
     if command == "run":
         return run(sub)
     if command == "rotate-key":
