@@ -21,6 +21,7 @@ from aegis.config import Settings
 from aegis.crypto.keywrap import KeyWrapper, MasterKey
 from aegis.sources.acme import SOURCE, build_acme
 from aegis.sources.acme.fallback import DOWN_FOR, FallbackIssuer, parse_directories
+from aegis.sources.acme.http01 import ChallengeResponder
 from aegis.store.memory import MemoryStore
 from aegis.store.records import HostFields
 from aegis.testing.pebble import PebbleServer, pebble_available, start_pebble
@@ -126,6 +127,6 @@ def test_the_source_builds_one_issuer_and_account_per_directory() -> None:
     assert [i.identity for i in issuer.issuers] == [
         "acme https://one.test/dir", "acme https://two.test/dir", "acme https://three.test/dir"]
     assert issuer.identity == "acme https://one.test/dir"
-    assert set(context.budgets) == {"https://one.test/dir", "https://two.test/dir",
-                                    "https://three.test/dir"}  # a request budget per CA
-    assert len(context.responders) == 3
+    assert {"https://one.test/dir", "https://two.test/dir",
+            "https://three.test/dir"} <= set(context.budgets)  # a request budget per CA
+    assert len([r for r in context.responders if isinstance(r, ChallengeResponder)]) == 3
