@@ -393,11 +393,11 @@ class LifecycleEngine(Service):
                                                       dict(demand.options))
             else:
                 chain = await issuer.issue(csr, names, dict(demand.options))
-            if key not in self._demand:
-                raise CancelledError()  # abandoned while the CA answered: store nothing
             # An issuer over several CAs says which one made this chain (a fallback CA).
             identity_for = getattr(issuer, "identity_for", None)
             identity = identity_for(chain) if identity_for is not None else issuer.identity
+            if key not in self._demand:
+                raise CancelledError()  # abandoned while the CA answered: store nothing
 
             def renews_at(record: CertificateRecord) -> datetime:
                 window = issuer.renewal_window(record.not_before, record.not_after)
