@@ -150,6 +150,34 @@ def _parse_database_url(value: str) -> str | None:
     from aegis.store.postgres import check_url  # psycopg only when PostgreSQL is chosen
 
     return check_url(value)
+def _parse_acme_profile(value: str) -> str:
+    from aegis.sources.acme.profiles import parse_profile  # the source owns the rule
+
+    return parse_profile(value) if value else ""
+
+
+def _parse_acme_challenge(value: str) -> str:
+    from aegis.sources.acme.challenges import parse_challenge
+
+    return parse_challenge(value)
+
+
+def _parse_directories(value: str) -> tuple[str, ...]:
+    from aegis.sources.acme.fallback import parse_directories
+
+    return parse_directories(value)
+
+
+def _parse_eab_kid(value: str) -> str:
+    if any(ord(c) < 0x21 or ord(c) > 0x7e for c in value) or len(value) > 256:
+        raise ValueError("must be the CA's key identifier (printable ASCII, no spaces)")
+    return value
+
+
+def _parse_eab_hmac_key(value: str) -> str:
+    from aegis.sources.acme.eab import parse_hmac_key
+
+    return parse_hmac_key(value) if value else ""
 
 
 @dataclass(frozen=True)
@@ -240,6 +268,22 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "postgresql:// URL of a shared PostgreSQL database, instead of the SQLite "
                 "file in the data directory (several nodes may share it; see "
                 "docs/storage.md). Empty: SQLite.", secret=True),
+    SettingSpec("acme_profile", "AEGIS_ACME_PROFILE", "", _parse_acme_profile,
+                "ACME profile of new orders unless a host names one (Let's Encrypt: classic, "
+                "tlsserver, shortlived). Empty: the CA's default."),
+    SettingSpec("acme_challenge", "AEGIS_ACME_CHALLENGE", "http-01", _parse_acme_challenge,
+                "ACME challenge: http-01 (port 80), tls-alpn-01 (the HTTPS listener answers "
+                "acme-tls/1; port 80 may be closed) or auto (HTTP-01, then TLS-ALPN-01 for a "
+                "name whose HTTP-01 validation failed)."),
+    SettingSpec("acme_eab_kid", "AEGIS_ACME_EAB_KID", "", _parse_eab_kid,
+                "Key identifier for external account binding (ZeroSSL, Google Trust "
+                "Services, private CAs); with AEGIS_ACME_EAB_HMAC_KEY."),
+    SettingSpec("acme_eab_hmac_key", "AEGIS_ACME_EAB_HMAC_KEY", "", _parse_eab_hmac_key,
+                "HMAC key for external account binding, base64url as the CA gives it "
+                "(never logged or stored).", secret=True),
+    SettingSpec("acme_fallback_directories", "AEGIS_ACME_FALLBACK_DIRECTORIES", "",
+                _parse_directories, "Comma-separated ACME directories tried in order when "
+                "AEGIS_ACME_DIRECTORY's CA is down or rate-limits (each its own account)."),
 )
 
 
@@ -274,6 +318,11 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     database_url: str | None = field(default=None, repr=False)
+    acme_profile: str = ""
+    acme_challenge: str = "http-01"
+    acme_eab_kid: str = ""
+    acme_eab_hmac_key: str = field(default="", repr=False)
+    acme_fallback_directories: tuple[str, ...] = ()
 
     @property
     def database_path(self) -> Path:

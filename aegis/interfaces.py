@@ -6,6 +6,7 @@
   outside a store.
 * :class:`ICertificateIssuer`: anything that turns a CSR into a certificate chain (ACME,
   Cloudflare Origin CA). Sources plug in here; the registry and TLS layer never learn which.
+* :class:`IRenewalAdvisor`: an issuer whose CA suggests renewal windows (ACME ARI).
 * :class:`IOnDemandIssuance`: how the TLS handshake path asks for a certificate it lacks,
   without waiting for it.
 * :class:`IChallengeResponder`: how the plain-HTTP listener answers ACME HTTP-01 requests.
@@ -157,6 +158,9 @@ class ICertificateIssuer(Interface):
         "Each certificate records it; when it changes, certificates made by another "
         "identity are renewed at once.")
     key_kind = Attribute("The key type to generate for its certificates ('ecdsa-p256', ...).")
+    # Optional, for an issuer over several CAs (ACME with fallback directories):
+    # ``identities`` (every identity that counts as current) and ``identity_for(chain)``
+    # (which of them issued a chain it just returned; recorded on the certificate).
 
     def issue(csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[Any]:
         """Obtain a chain for ``names``; fires with the PEM chain (leaf first) as bytes, or an
@@ -173,6 +177,26 @@ class ICertificateIssuer(Interface):
     def renewal_window(not_before: datetime, not_after: datetime) -> Any:
         """A CA-suggested renewal window ``(start, end)`` for a certificate it issued, or
         None to use the lifetime rule (a third of the lifetime left; half under 10 days)."""
+
+
+class IRenewalAdvisor(ICertificateIssuer):
+    """An issuer whose CA suggests renewal windows after issuance (ACME ARI, RFC 9773).
+
+    The lifecycle engine asks :meth:`renewal_info` for every valid certificate the issuer
+    made, again at the advice's ``next_check`` (at most a day later), and moves the
+    renewal time into the suggested window; a renewal then goes through
+    :meth:`issue_replacing`, so the CA knows which certificate the new one replaces.
+    """
+
+    def renewal_info(certificate: CertificateRecord) -> Deferred[Any]:
+        """Fires with an ``aegis.certs.lifecycle.policy.RenewalAdvice`` for
+        ``certificate`` (``window`` None: the CA suggests nothing). Fails on a network or
+        CA error; the caller asks again later and keeps the renewal time it had."""
+
+    def issue_replacing(csr_pem: bytes, names: Sequence[str],
+                        replaces: CertificateRecord, options: Any = None) -> Deferred[Any]:
+        """Like ``issue``, telling the CA the order replaces ``replaces`` (ARI
+        ``replaces``); falls back to a plain order when the CA refuses that."""
 
 
 class IOnDemandIssuance(Interface):

@@ -85,6 +85,13 @@ class FakeCA(Resource):
         self.validate = True
         self.tamper: Callable[[bytes], bytes] | None = None
         self.hold: str | None = None  # never answer requests to this path prefix
+        # ARI (RFC 9773): when set, the directory lists renewalInfo and every certificate
+        # gets this window (ISO strings) with ``ari_retry_after`` as its Retry-After.
+        self.ari_window: tuple[str, str] | None = None
+        self.ari_retry_after: str | None = None
+        self.ari_windows: dict[str, tuple[str, str]] = {}  # per ARI id, over ari_window
+        self.new_orders: list[dict[str, Any]] = []  # every newOrder payload, in order
+        self.profiles: dict[str, str] | None = None  # meta.profiles when set
         self.held: list[Request] = []
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake ACME CA")])
@@ -151,17 +158,23 @@ class FakeCA(Resource):
                 self.script.remove(entry)
                 return self._problem(request, entry.status, entry.problem, headers=entry.headers)
         if path in ("/dir", "/dir-other"):  # two directory URLs: "another CA" for tests
-            return self._json(
-                request,
-                200,
-                {
-                    "newNonce": BASE + "/nonce",
-                    "newAccount": BASE + "/acct",
-                    "newOrder": BASE + "/order",
-                    "revokeCert": BASE + "/revoke",
-                    "keyChange": BASE + "/key",
-                },
-            )
+            directory = {
+                "newNonce": BASE + "/nonce",
+                "newAccount": BASE + "/acct",
+                "newOrder": BASE + "/order",
+                "revokeCert": BASE + "/revoke",
+                "keyChange": BASE + "/key",
+            }
+            if self.ari_window is not None:
+                directory["renewalInfo"] = BASE + "/renewal-info"
+            if self.profiles is not None:
+                directory["meta"] = {"profiles": self.profiles}
+            return self._json(request, 200, directory)
+        if path.startswith("/renewal-info/") and self.ari_window is not None:
+            if self.ari_retry_after is not None:
+                request.setHeader(b"retry-after", self.ari_retry_after.encode())
+            start, end = self.ari_windows.get(path.rsplit("/", 1)[1], self.ari_window)
+            return self._json(request, 200, {"suggestedWindow": {"start": start, "end": end}})
         if path == "/nonce":
             request.setResponseCode(200 if method == "HEAD" else 204)
             return b""
@@ -184,6 +197,7 @@ class FakeCA(Resource):
 
     def _account_request(self, request: Request, path: str, payload: Any) -> bytes:
         if path == "/order":
+            self.new_orders.append(payload)
             self.orders_created += 1
             ident = str(next(self.ids))
             authzs = []
@@ -273,6 +287,10 @@ class FakeCA(Resource):
             .not_valid_after(now + timedelta(days=90))
             .add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=True
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()),
+                critical=False,
             )
             .sign(self.ca_key, hashes.SHA256())
         )

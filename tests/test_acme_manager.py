@@ -44,6 +44,7 @@ class World:
         self.key_kind = key_kind
         self.manager: LifecycleEngine | None = None
         self.issuer: AcmeIssuer | None = None
+        self.profile_for: Any = None  # AcmeIssuer's profile lookup, when a test sets one
 
     def add_host(
         self, domain: str, mode: str = "letsencrypt", aliases: tuple[str, ...] = ()
@@ -71,7 +72,8 @@ class World:
             rig.store, lambda: datetime.fromtimestamp(rig.clock.seconds(), UTC))
         rig.ca.responder = responder
         issuer = AcmeIssuer(rig.clock, client, responder, StoreOrderJournal(rig.store),
-                            key_kind=self.key_kind)  # type: ignore[arg-type]
+                            key_kind=self.key_kind,  # type: ignore[arg-type]
+                            profile_for=self.profile_for)
         self.issuer = issuer
         self.manager = LifecycleEngine(
             rig.clock,

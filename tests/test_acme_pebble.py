@@ -117,6 +117,9 @@ class Node:
         self.parts: AcmeParts | None = None
         self.engine: LifecycleEngine | None = None
         self.pace: Any = None
+        self.directory_url: str | None = None  # another than Pebble's own (a front)
+        self.challenge = "http-01"
+        self.external_account: Any = None
 
     def add_hosts(self, *domains: str) -> None:
         def work(txn: Any) -> None:
@@ -151,11 +154,13 @@ class Node:
             reactor,
             self.store,
             self.wrapper,
-            self.pebble.directory_url,
+            self.directory_url or self.pebble.directory_url,
             ca_bundle=self.pebble.ca_bundle,
             policy=FAST,
             clock=self.clock,
             pace=self.pace,
+            challenge=self.challenge,
+            external_account=self.external_account,
         )
         self.site.responder = self.parts.responder
         self.engine = LifecycleEngine(

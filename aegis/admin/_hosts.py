@@ -27,6 +27,7 @@ from aegis.certs.validate import ValidatedCertificate, validate_upload
 from aegis.hosts.validate import HOST_SCHEMA, HostRequest, host_request
 from aegis.interfaces import IStoreTransaction
 from aegis.names import matches
+from aegis.sources.acme.profiles import PROFILE_KEY, ProfileError, check_offered, host_profile
 from aegis.store.records import CertificateRecord, HostFields, HostRecord
 from aegis.timefmt import to_text
 
@@ -49,6 +50,7 @@ def host_object(ctx: AdminContext, host: HostRecord) -> dict[str, Any]:
         "hsts_max_age": host.hsts_max_age,
         "hsts_include_subdomains": host.hsts_include_subdomains,
         "hsts_preload": host.hsts_preload, "tls_min_version": host.tls_min_version,
+        "acme_profile": host_profile(host),
         "created_at": to_text(host.created_at), "updated_at": to_text(host.updated_at),
     }
     if ctx.lifecycle is not None and sources.for_mode(host.ssl_mode) is not None:
@@ -98,7 +100,21 @@ async def _inline(ctx: AdminContext, request: HostRequest) -> ValidatedCertifica
         raise invalid(field_name, exc.message, exc.code) from None
 
 
+def _check_profile(ctx: AdminContext, host: HostFields) -> None:
+    """A profile the host's CA does not list is refused (when its directory is known)."""
+    profile = host.extra.get(PROFILE_KEY)
+    spec = sources.for_mode(host.ssl_mode)
+    if not isinstance(profile, str) or ctx.lifecycle is None or spec is None:
+        return
+    known = getattr(ctx.lifecycle.issuer_of(spec.name), "known_profiles", None)
+    try:
+        check_offered(profile, known() if callable(known) else None)
+    except ProfileError as exc:
+        raise invalid("acme_profile", str(exc), "unknown_profile", status=422) from None
+
+
 async def _save(ctx: AdminContext, request: HostRequest, host_id: int | None) -> HostRecord:
+    _check_profile(ctx, request.fields)
     validated = await _inline(ctx, request)
     sealed = None if validated is None else validated.to_fields(ctx.wrapper)
 

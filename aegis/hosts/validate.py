@@ -11,7 +11,9 @@ only the fields it names. All three end in :func:`host_request`, so the rules ca
 * ``letsencrypt`` cannot cover wildcard names (HTTP-01 cannot validate them);
 * ``hsts_preload`` needs ``hsts_enabled``, ``hsts_max_age >= 31536000`` and
   ``hsts_include_subdomains``: preloading is practically irreversible;
-* ``tls_min_version`` is ``1.2`` or ``1.3``; older versions are refused (RFC 8996).
+* ``tls_min_version`` is ``1.2`` or ``1.3``; older versions are refused (RFC 8996);
+* ``acme_profile`` (kept in the host's ``extra``) is a profile name, or null for the default;
+  the API also checks it against the profiles the ACME CA lists, once its directory is read.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aegis.certs import sources
 from aegis.certs.sources import MODE_BOUND
 from aegis.hosts.upstream import InvalidUpstream, parse_upstream
 from aegis.names import InvalidHostname, is_wildcard, normalise
+from aegis.sources.acme.profiles import PROFILE_KEY, ProfileError, parse_profile
 from aegis.store.records import TLS_VERSIONS, HostFields
 
 MAX_ALIASES = 100
@@ -59,6 +62,9 @@ HOST_SCHEMA = ObjectSchema({
     "hsts_include_subdomains": Field("boolean", description="includeSubDomains directive."),
     "hsts_preload": Field("boolean", description="preload directive."),
     "tls_min_version": Field("string", max_length=8, description="1.2 (default) or 1.3."),
+    "acme_profile": Field("string", max_length=64, nullable=True,
+                          description="ACME profile of this host's certificates (Let's "
+                          "Encrypt: classic, tlsserver, shortlived); null: AEGIS_ACME_PROFILE."),
 })
 
 _HOST_FIELD_NAMES = {f.name for f in fields(HostFields)}
@@ -134,12 +140,24 @@ def host_request(body: Mapping[str, Any], current: HostFields | None = None) -> 
         values["ssl_cert_id"] = None  # switching away from custom frees the binding
     if "ssl_cert_id" in body:
         values["ssl_cert_id"] = body["ssl_cert_id"]
+    if "acme_profile" in body:
+        values["extra"] = _with_profile(values.get("extra") or {}, body["acme_profile"])
     inline = _inline_certificate(body)
     fields_ = HostFields(**values)
     _check_names(fields_)
     _check_ssl(fields_, inline)
     _check_hsts(fields_)
     return HostRequest(fields_, inline)
+
+
+def _with_profile(extra: Mapping[str, Any], profile: str | None) -> dict[str, Any]:
+    updated = {key: value for key, value in extra.items() if key != PROFILE_KEY}
+    if profile is not None:
+        try:
+            updated[PROFILE_KEY] = parse_profile(profile)
+        except ProfileError as exc:
+            raise invalid("acme_profile", str(exc), "invalid_profile") from None
+    return updated
 
 
 def _inline_certificate(body: Mapping[str, Any]) -> InlineCertificate | None:

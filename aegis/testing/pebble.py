@@ -68,6 +68,8 @@ class PebbleServer:
     management_port: int
     dns_port: int
     env: dict[str, str]
+    tls_port: int | None = None  # where TLS-ALPN-01 is validated (None: a closed port)
+    eab_keys: dict[str, str] | None = None  # kid -> base64url HMAC key: EAB required
     _pebble: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _dns: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_paths: list[Path] = field(default_factory=list, repr=False)
@@ -88,9 +90,10 @@ class PebbleServer:
             "certificate": str(self.workdir / "pebble-cert.pem"),
             "privateKey": str(self.workdir / "pebble-key.pem"),
             "httpPort": self.http_port,
-            "tlsPort": free_port(),
+            "tlsPort": self.tls_port if self.tls_port is not None else free_port(),
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
+            "externalAccountBindingRequired": self.eab_keys is not None,
+            **({"externalAccountMACKeys": self.eab_keys} if self.eab_keys else {}),
         }}
         path.write_text(json.dumps(config))
         return path
@@ -185,10 +188,14 @@ def start_pebble(
     workdir: Path | None = None,
     nonce_reject_percent: int | None = None,
     extra_env: dict[str, str] | None = None,
+    tls_port: int | None = None,
+    eab_keys: dict[str, str] | None = None,
 ) -> PebbleServer:
     """Start challtestsrv and Pebble on free ports; the caller must ``close()`` the result.
 
-    ``nonce_reject_percent`` None keeps Pebble's default (5%).
+    ``nonce_reject_percent`` None keeps Pebble's default (5%); ``tls_port`` is where Pebble
+    validates TLS-ALPN-01 (the HTTPS listener under test; None: a closed port);
+    ``eab_keys`` (kid → base64url HMAC key) makes external account binding required.
     """
     import trustme  # test dependency: imported only when a Pebble is wanted
 
@@ -210,7 +217,8 @@ def start_pebble(
     env.update(extra_env or {})
     server = PebbleServer(
         workdir=directory, ca_bundle=bundle, http_port=free_port(), acme_port=free_port(),
-        management_port=free_port(), dns_port=free_port(), env=env,
+        management_port=free_port(), dns_port=free_port(), env=env, tls_port=tls_port,
+        eab_keys=eab_keys,
     )
     try:
         server.start_dns()

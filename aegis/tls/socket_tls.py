@@ -13,6 +13,10 @@ installed as plain C callbacks instead of pyOpenSSL's wrappers:
 
 * ALPN (:func:`install_alpn`): the choice depends only on the offered list, so one callback
   per list of our protocols serves every context, for pyOpenSSL connections too.
+* TLS-ALPN-01 (RFC 8737) rides on the ALPN callback: a ClientHello offering exactly
+  ``acme-tls/1`` for a name with a published challenge gets ``acme-tls/1`` and that
+  name's challenge certificate, set on the connection (:func:`add_acme_tls_lookup`; the
+  ACME source publishes, memory only). Any other ClientHello costs one falsy check.
 * SNI: :class:`~aegis.tls.sni.SNIConnectionCreator` installs its own and finds the
   connection through :class:`HandshakeRegistry` (a plain dict keyed by the ``SSL*``, holding
   connections only while they handshake).
@@ -44,6 +48,40 @@ _HOST_NAME = _lib.TLSEXT_NAMETYPE_host_name
 # Callbacks live as long as the process: a context may outlive any one owner.
 _alpn_callbacks: dict[tuple[bytes, ...], Any] = {}
 
+ACME_TLS_1 = b"acme-tls/1"
+_ACME_TLS_ONLY = bytes([len(ACME_TLS_1)]) + ACME_TLS_1  # the whole offered list, on the wire
+#: ``lookup(raw SNI) -> (X509*, EVP_PKEY*) | None``: TLS-ALPN-01 challenge certificates.
+AcmeTLSLookup = Callable[[bytes | None], "tuple[Any, Any] | None"]
+_acme_tls_lookups: list[AcmeTLSLookup] = []
+
+
+def add_acme_tls_lookup(lookup: AcmeTLSLookup) -> Callable[[], None]:
+    """Answer ``acme-tls/1`` handshakes from ``lookup`` (memory only: it runs inside the
+    handshake); returns the function that removes it. The pointers it returns must stay
+    alive while published (the owner keeps their pyOpenSSL objects)."""
+    _acme_tls_lookups.append(lookup)
+
+    def remove() -> None:
+        if lookup in _acme_tls_lookups:
+            _acme_tls_lookups.remove(lookup)
+
+    return remove
+
+
+def _acme_tls_answer(ssl: Any) -> bool:
+    """Set the challenge certificate of this handshake's SNI, if one is published."""
+    name = server_name(ssl)
+    for lookup in _acme_tls_lookups:
+        found = lookup(name)
+        if found is not None:
+            certificate, key = found
+            if (_lib.SSL_use_certificate(ssl, certificate) == 1
+                    and _lib.SSL_use_PrivateKey(ssl, key) == 1):
+                return True
+            _lib.ERR_clear_error()
+            return False
+    return False
+
 
 def install_alpn(context: SSL.Context, ours: tuple[bytes, ...]) -> None:
     """Have ``context`` agree on the first of ``ours`` (our order of preference) that the
@@ -59,6 +97,10 @@ def install_alpn(context: SSL.Context, ours: tuple[bytes, ...]) -> None:
 def _alpn_selector(ours: tuple[bytes, ...]) -> Callable[..., int]:
     def select(_ssl: Any, out: Any, outlen: Any, offered: Any, length: int, _arg: Any) -> int:
         wire = _ffi.buffer(offered, length)[:]
+        if _acme_tls_lookups and wire == _ACME_TLS_ONLY and _acme_tls_answer(_ssl):
+            out[0] = offered + 1
+            outlen[0] = len(ACME_TLS_1)
+            return int(_ALPN_OK)
         offsets: dict[bytes, int] = {}
         at = 0
         while at < length:  # a list of length-prefixed protocol names
@@ -185,4 +227,5 @@ class SocketTLS:
         return SSL.Error(f"TLS failure (OpenSSL error {code})")
 
 
-__all__ = ["HandshakeRegistry", "SocketTLS", "install_alpn", "install_servername", "server_name"]
+__all__ = ["ACME_TLS_1", "HandshakeRegistry", "SocketTLS", "add_acme_tls_lookup", "install_alpn",
+           "install_servername", "server_name"]

@@ -15,7 +15,9 @@ by, and a failed-attempt budget per set below the CA's published limit. The old
 certificate keeps serving until the new one is stored.
 
 One timer drives it all, on the injected clock (a ``Clock`` in tests): it fires at the
-earliest due time or after ``check_interval`` with jitter, whichever is first.
+earliest due time or after ``check_interval`` with jitter, whichever is first. The same
+timer asks issuers whose CA suggests renewal windows (:class:`IRenewalAdvisor`, ACME ARI)
+about each valid certificate when its advice is due (:mod:`.advice`).
 """
 
 from __future__ import annotations
@@ -42,13 +44,20 @@ from zope.interface import implementer
 
 from aegis import events
 from aegis.certs.lifecycle import transitions
+from aegis.certs.lifecycle.advice import AdviceBook
 from aegis.certs.lifecycle.budget import FailureBudget
 from aegis.certs.lifecycle.demand import Demand, DemandInputs, coverage, demanded
 from aegis.certs.lifecycle.policy import renewal_time
 from aegis.crypto.keys import KeyKind, build_csr
 from aegis.crypto.keywrap import KeyWrapper
 from aegis.events import EventPublisher
-from aegis.interfaces import ICertificateIssuer, IOnDemandIssuance, IStore, IStoreTransaction
+from aegis.interfaces import (
+    ICertificateIssuer,
+    IOnDemandIssuance,
+    IRenewalAdvisor,
+    IStore,
+    IStoreTransaction,
+)
 from aegis.names import InvalidHostname, normalise
 from aegis.store.records import CertificateRecord, IssuanceState
 
@@ -130,6 +139,7 @@ class LifecycleEngine(Service):
         self._ticking = False
         self._tick_again = False
         self.attempts_started = 0
+        self.advice = AdviceBook(jitter)
 
     # time and reading (memory only: safe from any request handler)
 
@@ -327,9 +337,12 @@ class LifecycleEngine(Service):
         await self.refresh()
 
     def _issuer_changed(self, state: IssuanceState) -> bool:
+        """Made by another CA or account than the source's issuer now speaks for. An
+        issuer over several CAs (a fallback list) names them all in ``identities``."""
         issuer = self._issuers.get(state.source)
-        return (issuer is not None and state.issuer is not None
-                and state.issuer != issuer.identity)
+        if issuer is None or state.issuer is None:
+            return False
+        return state.issuer not in getattr(issuer, "identities", (issuer.identity,))
 
     def _due_at(self, key: str) -> datetime | None:
         """When ``key`` is next due (None: now)."""
@@ -369,11 +382,22 @@ class LifecycleEngine(Service):
                             name=key, source=demand.source, names=list(demand.names),
                             issuer=issuer.identity)
         try:
-            chain = await issuer.issue(build_csr(private_key, list(demand.names)),
-                                       list(demand.names), dict(demand.options))
+            csr, names = build_csr(private_key, list(demand.names)), list(demand.names)
+            replaced = None
+            if renewing and IRenewalAdvisor.providedBy(issuer):
+                replaced = await self._store.transact(
+                    lambda txn: transitions.certificate_of(txn, state))
+            if replaced is not None:
+                advisor: Any = issuer
+                chain = await advisor.issue_replacing(csr, names, replaced,
+                                                      dict(demand.options))
+            else:
+                chain = await issuer.issue(csr, names, dict(demand.options))
+            # An issuer over several CAs says which one made this chain (a fallback CA).
+            identity_for = getattr(issuer, "identity_for", None)
+            identity = identity_for(chain) if identity_for is not None else issuer.identity
             if key not in self._demand:
                 raise CancelledError()  # abandoned while the CA answered: store nothing
-            identity = issuer.identity
 
             def renews_at(record: CertificateRecord) -> datetime:
                 window = issuer.renewal_window(record.not_before, record.not_after)
@@ -389,9 +413,10 @@ class LifecycleEngine(Service):
             return
         self._states[key] = state
         self._certificate_ids.add(record.id)
+        self.advice.forget(key)  # a new certificate: ask its CA about it at once
         self.events.publish(events.CERT_RENEWED if renewed else events.CERT_OBTAINED,
                             name=key, source=demand.source, certificate_id=record.id,
-                            names=list(demand.names), issuer=issuer.identity,
+                            names=list(demand.names), issuer=state.issuer,
                             not_after=record.not_after, renews_at=state.renews_at)
         try:
             await maybeDeferred(self._reload)
@@ -435,6 +460,63 @@ class LifecycleEngine(Service):
                             error=state.last_error, reason=reason,
                             certificate_id=state.certificate_id)
 
+    # renewal advice (ACME ARI): the CA's window moves the renewal time
+
+    def _advisor(self, key: str) -> Any:
+        """The set's issuer if it takes renewal advice and the set waits on a certificate
+        it made; else None (nothing to ask)."""
+        state = self._states.get(key)
+        if (state is None or state.status != "valid" or key in self._inflight
+                or key in self.advice.running or self._issuer_changed(state)
+                or state.certificate_id not in self._certificate_ids):
+            return None
+        issuer = self._issuers.get(state.source)
+        return issuer if IRenewalAdvisor.providedBy(issuer) else None
+
+    def _start_advice(self) -> None:
+        now = self.now()
+        for key in self._demand:
+            advisor = self._advisor(key)
+            if advisor is not None and now >= self.advice.next_check(key, now):
+                Deferred.fromCoroutine(self._advise(key, advisor)).addErrback(
+                    lambda f: log.failure("renewal advice failed", f))
+
+    async def _advise(self, key: str, advisor: Any) -> None:
+        self.advice.running.add(key)
+        try:
+            await self._take_advice(key, advisor)
+        finally:
+            self.advice.running.discard(key)
+        if self.running:
+            self._schedule()
+
+    async def _take_advice(self, key: str, advisor: Any) -> None:
+        state = self._states[key]
+        self.advice.lookups += 1
+        try:
+            record = await self._store.transact(
+                lambda txn: transitions.certificate_of(txn, state))
+            if record is None:
+                return
+            advice = await advisor.renewal_info(record)
+        except CancelledError:
+            raise
+        except Exception as exc:
+            log.info("renewal_info_failed name={name} error={error}", name=key,
+                     error=error_text(exc))
+            self.advice.failed(key, self.now())
+            return
+        renews_at = self.advice.advised(key, advice, state.renews_at, record.not_before)
+        if renews_at is not None and renews_at != state.renews_at:
+            updated = await self._store.transact(
+                lambda txn: transitions.reschedule(txn, key, state.certificate_id, renews_at))
+            if updated is not None and key not in self._inflight:
+                self._states[key] = updated
+                log.info("renewal_rescheduled name={name} renews_at={renews_at} "
+                         "window_start={start} window_end={end}", name=key,
+                         renews_at=renews_at.isoformat(), start=advice.window[0].isoformat(),
+                         end=advice.window[1].isoformat())
+
     # the timer
 
     def _schedule(self) -> None:
@@ -451,6 +533,10 @@ class LifecycleEngine(Service):
                     delay = 0.0
                     break
                 delay = min(delay, max(0.0, (due - now).total_seconds()))
+        for key in self._demand:
+            if self._advisor(key) is not None:
+                ask = self.advice.next_check(key, now)
+                delay = min(delay, max(0.0, (ask - now).total_seconds()))
         self._wakeup = self._clock.callLater(delay, self._tick)
 
     def _tick(self) -> None:
@@ -471,6 +557,7 @@ class LifecycleEngine(Service):
             while again:
                 self._tick_again = False
                 self._start_due()
+                self._start_advice()
                 again = self._tick_again
         finally:
             self._ticking = False

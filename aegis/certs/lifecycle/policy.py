@@ -12,10 +12,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 SHORT_LIFETIME = timedelta(days=10)
+
+
+@dataclass(frozen=True)
+class RenewalAdvice:
+    """A CA's current suggestion for one certificate (ACME ARI) and when to ask again.
+
+    ``window`` None means the CA suggests nothing (the lifetime rule applies);
+    ``next_check`` is always set, so a CA that starts suggesting later is noticed, and a
+    window the CA moves (earlier, for a revocation) is seen by then.
+    """
+
+    window: tuple[datetime, datetime] | None
+    next_check: datetime
+    explanation_url: str | None = None
 
 
 def ceil_second(moment: datetime) -> datetime:
@@ -46,4 +61,5 @@ def renewal_time(
     return ceil_second(lifetime_renewal_time(not_before, not_after))
 
 
-__all__ = ["SHORT_LIFETIME", "ceil_second", "lifetime_renewal_time", "renewal_time"]
+__all__ = ["SHORT_LIFETIME", "RenewalAdvice", "ceil_second", "lifetime_renewal_time",
+           "renewal_time"]

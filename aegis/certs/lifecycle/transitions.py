@@ -254,6 +254,19 @@ def reset(txn: IStoreTransaction, key: str, keep_budget: bool = False) -> Issuan
     return state
 
 
+def reschedule(
+    txn: IStoreTransaction, key: str, certificate_id: int | None, renews_at: datetime,
+) -> IssuanceState | None:
+    """Move the renewal time of a valid set (the CA's window moved), unless the set has
+    changed meanwhile (another certificate, or no longer valid): then nothing."""
+    state = txn.get_issuance_state(key)
+    if state is None or state.status != "valid" or state.certificate_id != certificate_id:
+        return None
+    state = replace(state, renews_at=renews_at)
+    txn.put_issuance_state(state)
+    return state
+
+
 __all__ = [
     "ISSUED_BY",
     "IssuedChain",
@@ -263,6 +276,7 @@ __all__ = [
     "finish_failure",
     "finish_success",
     "issued_fields",
+    "reschedule",
     "reset",
     "retire",
     "revive",

@@ -19,7 +19,14 @@ from josepy.jwk import JWKEC
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
-from aegis.sources.acme._transport import AcmeError, AcmeProblem, AcmeResponse, AcmeTransport
+from aegis.sources.acme._transport import (
+    AcmeError,
+    AcmeProblem,
+    AcmeResponse,
+    AcmeTransport,
+)
+from aegis.sources.acme.eab import ExternalAccount
+from aegis.sources.acme.profiles import offered_profiles
 
 log = Logger()
 T = TypeVar("T")
@@ -43,7 +50,12 @@ class AcmeClient:
         directory_url: str,
         contact_email: str,
         accounts: AccountBook,
+        external_account: ExternalAccount | None = None,
     ) -> None:
+        self._eab = external_account
+        # the account URL is remembered per directory, and per EAB kid when there is one
+        self._scope = (directory_url if external_account is None
+                       else external_account.account_scope(directory_url))
         self._transport = transport
         self._key = key
         self.directory_url = directory_url
@@ -72,10 +84,26 @@ class AcmeClient:
         body: dict[str, Any] = {"termsOfServiceAgreed": True}
         if self._email:
             body["contact"] = [f"mailto:{self._email}"]
-        response = await self._transport.post(str(directory["newAccount"]), body, None)
+        if self._eab is not None:
+            body["externalAccountBinding"] = self._eab.binding(
+                self._key, str(directory["newAccount"]))
+        try:
+            response = await self._transport.post(str(directory["newAccount"]), body, None)
+        except AcmeProblem as problem:
+            if problem.code == "externalAccountRequired":
+                raise AcmeError(
+                    "the ACME CA requires external account binding: set AEGIS_ACME_EAB_KID "
+                    "and AEGIS_ACME_EAB_HMAC_KEY to the key identifier and HMAC key it gave "
+                    "you") from None
+            if self._eab is not None and problem.code in ("unauthorized", "malformed"):
+                raise AcmeError(
+                    f"the ACME CA refused the external account binding of kid "
+                    f"{self._eab.kid!r} ({problem.detail[:200]}): check AEGIS_ACME_EAB_KID "
+                    "and AEGIS_ACME_EAB_HMAC_KEY") from None
+            raise
         if response.location is None:
             raise AcmeError("newAccount answered without the account URL")
-        await self._accounts.save_account_url(self.directory_url, response.location)
+        await self._accounts.save_account_url(self._scope, response.location)
         log.info("acme_account_registered directory={directory}", directory=self.directory_url)
         return response.location
 
@@ -86,7 +114,7 @@ class AcmeClient:
         await self._lock.acquire()
         try:
             if self._account_url is None:
-                stored = await self._accounts.load_account_url(self.directory_url)
+                stored = await self._accounts.load_account_url(self._scope)
                 self._account_url = stored if stored is not None else await self._register()
             return self._account_url
         finally:
@@ -107,13 +135,51 @@ class AcmeClient:
                      directory=self.directory_url)
             if self._account_url == kid:
                 self._account_url = None
-                await self._accounts.save_account_url(self.directory_url, None)
+                await self._accounts.save_account_url(self._scope, None)
             fresh = await self.account_url()
             return await self._transport.post(url, payload, fresh)
 
-    async def new_order(self, names: Sequence[str]) -> tuple[str, messages.Order]:
+    @property
+    def identity(self) -> str:
+        """The CA and account this client speaks as: certificates record it."""
+        suffix = "" if self._eab is None else f" eab:{self._eab.kid}"
+        return f"acme {self.directory_url}{suffix}"
+
+    async def profiles(self) -> dict[str, str] | None:
+        """The directory's ``meta.profiles`` (name → description), None if it lists none."""
+        return offered_profiles(await self.directory())
+
+    def known_profiles(self) -> dict[str, str] | None:
+        """``meta.profiles`` if the directory has been read (memory only), else None."""
+        return offered_profiles(self._directory)
+
+    async def renewal_info_url(self) -> str | None:
+        """The directory's ``renewalInfo`` base (RFC 9773), or None when the CA has no ARI."""
+        value = (await self.directory()).get("renewalInfo")
+        return value if isinstance(value, str) and value else None
+
+    async def renewal_info(self, certificate_id: str) -> tuple[Any, float | None] | None:
+        """The CA's renewalInfo document for an ARI certificate identifier and its
+        Retry-After (seconds); None when the directory lists no ``renewalInfo``. An
+        unauthenticated GET (RFC 9773 §4.2), through the same request budget."""
+        base = await self.renewal_info_url()
+        if base is None:
+            return None
+        response = await self._transport.get(f"{base.rstrip('/')}/{certificate_id}")
+        return response.json(), self._transport.retry_after(response)
+
+    async def new_order(
+        self, names: Sequence[str], replaces: str | None = None, profile: str | None = None,
+    ) -> tuple[str, messages.Order]:
+        """Create an order; ``replaces`` is the ARI identifier of the certificate it
+        renews (RFC 9773 §5), ``profile`` the CA profile to issue under."""
         directory = await self.directory()
-        payload = {"identifiers": [{"type": "dns", "value": name} for name in names]}
+        payload: dict[str, Any] = {
+            "identifiers": [{"type": "dns", "value": name} for name in names]}
+        if replaces is not None:
+            payload["replaces"] = replaces
+        if profile is not None:
+            payload["profile"] = profile
         response = await self.signed(str(directory["newOrder"]), payload)
         if response.location is None:
             raise AcmeError("newOrder answered without the order URL")

@@ -312,10 +312,14 @@ class AcmeTransport:
             raise AcmeRateLimited(self.blocked_until, problem.detail or problem.typ)
         raise problem
 
-    def _problem(self, response: AcmeResponse) -> AcmeProblem:
-        retry_after = parse_retry_after(
+    def retry_after(self, response: AcmeResponse) -> float | None:
+        """The response's Retry-After in seconds (delta-seconds or HTTP date), or None."""
+        return parse_retry_after(
             response.headers.get("retry-after"), self._reactor.seconds(), self._wall()
         )
+
+    def _problem(self, response: AcmeResponse) -> AcmeProblem:
+        retry_after = self.retry_after(response)
         try:
             document = json.loads(response.body)
             typ = str(document.get("type", "about:blank"))

@@ -14,7 +14,7 @@ next. A mismatch is an error and nothing is returned.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -27,11 +27,24 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from aegis.certs.lifecycle.policy import RenewalAdvice
+from aegis.certs.lifecycle.transitions import ISSUED_BY
 from aegis.crypto.keys import KeyKind, public_keys_equal
-from aegis.interfaces import ICertificateIssuer
+from aegis.interfaces import IRenewalAdvisor
+from aegis.sources.acme import ari
 from aegis.sources.acme._client import AcmeClient
-from aegis.sources.acme._transport import AcmeError
+from aegis.sources.acme._transport import AcmeError, AcmeProblem
+from aegis.sources.acme.challenges import (
+    HTTP_01,
+    TLS_ALPN_01,
+    ChallengeChoice,
+    ValidationFailed,
+    challenge_token,
+)
 from aegis.sources.acme.http01 import ChallengeResponder
+from aegis.sources.acme.profiles import ProfileError, check_offered
+from aegis.sources.acme.tlsalpn01 import TlsAlpnResponder
+from aegis.store.records import CertificateRecord
 
 log = Logger()
 
@@ -41,10 +54,19 @@ POLL_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 POLL_STEADY = 1.0
 POLL_CAP = 10.0
 ORDER_TIMEOUT = 300.0
+#: newOrder problems after which an order with ``replaces`` is made again without it: the
+#: CA knows the certificate as replaced already, or does not know it (RFC 9773 §5).
+REPLACES_REFUSED = frozenset({"alreadyReplaced", "malformed"})
 
 
 class CertificateMismatch(AcmeError):
     """The CA returned a chain that does not match our key or names (rejected)."""
+
+
+class ProfileLookup(Protocol):
+    """The ACME profile an order of ``names`` asks for (None: the CA's default)."""
+
+    def __call__(self, names: Sequence[str]) -> Deferred[str | None]: ...
 
 
 class OrderJournal(Protocol):
@@ -100,13 +122,15 @@ def verify_chain(chain_pem: bytes, csr_pem: bytes, names: Sequence[str]) -> None
                 from None
 
 
-@implementer(ICertificateIssuer)
+@implementer(IRenewalAdvisor)
 class AcmeIssuer:
-    """:class:`aegis.interfaces.ICertificateIssuer` for an ACME CA.
+    """:class:`aegis.interfaces.ICertificateIssuer` for an ACME CA, with ARI
+    (:class:`aegis.interfaces.IRenewalAdvisor`) where the CA's directory has it.
 
     ``identity`` names the CA by its directory URL: certificates record it, and a change of
     ``AEGIS_ACME_DIRECTORY`` (staging to production, another CA) makes the lifecycle renew
-    every certificate another directory issued, at once.
+    every certificate another directory issued, at once. ``clock`` (default: ``reactor``)
+    dates the renewal advice, in the lifecycle engine's time.
     """
 
     source = SOURCE
@@ -119,8 +143,16 @@ class AcmeIssuer:
         journal: OrderJournal | None = None,
         order_timeout: float = ORDER_TIMEOUT,
         key_kind: KeyKind = "ecdsa-p256",
+        clock: IReactorTime | None = None,
+        profile_for: ProfileLookup | None = None,
+        challenge: str = HTTP_01,
+        tls_alpn: TlsAlpnResponder | None = None,
     ) -> None:
-        self.identity = f"acme {client.directory_url}"
+        self._challenges = ChallengeChoice(challenge if tls_alpn is not None else HTTP_01)
+        self._tls_alpn = tls_alpn
+        self._clock = clock if clock is not None else reactor
+        self._profile_for = profile_for
+        self.identity = client.identity
         self.key_kind = key_kind
         self._reactor = reactor
         self._client = client
@@ -131,6 +163,49 @@ class AcmeIssuer:
     def issue(self, csr_pem: bytes, names: Sequence[str], options: Any = None) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names)))
 
+    def issue_replacing(self, csr_pem: bytes, names: Sequence[str],
+                        replaces: CertificateRecord, options: Any = None) -> Deferred[Any]:
+        """An order naming the certificate it renews (ARI ``replaces``) when this CA made
+        it and has ARI: Let's Encrypt exempts such renewals from its rate limits."""
+        return Deferred.fromCoroutine(self._issue(csr_pem, tuple(names), replaces))
+
+    async def _replaces_id(self, replaces: CertificateRecord | None) -> str | None:
+        if replaces is None or replaces.extra.get(ISSUED_BY) != self.identity:
+            return None  # another CA's certificate means nothing to this one
+        if await self._client.renewal_info_url() is None:
+            return None  # RFC 9773 §5: only to a server that advertises renewalInfo
+        try:
+            return ari.certificate_id_of_pem(replaces.chain_pem)
+        except ari.RenewalInfoError:
+            return None
+
+    def known_profiles(self) -> dict[str, str] | None:
+        """The CA's ``meta.profiles`` once its directory has been read (memory only)."""
+        return self._client.known_profiles()
+
+    def renewal_info(self, certificate: CertificateRecord) -> Deferred[RenewalAdvice]:
+        """The CA's suggested window for ``certificate`` (RFC 9773), or a window of None
+        when the directory has no ``renewalInfo`` (asked again in a day) or the
+        certificate has no ARI identifier."""
+        return Deferred.fromCoroutine(self._renewal_info(certificate))
+
+    async def _renewal_info(self, certificate: CertificateRecord) -> RenewalAdvice:
+        def now() -> datetime:
+            return datetime.fromtimestamp(self._clock.seconds(), UTC)
+
+        try:
+            cert_id = ari.certificate_id_of_pem(certificate.chain_pem)
+        except ari.RenewalInfoError:
+            return RenewalAdvice(None, now() + ari.MAX_CHECK_INTERVAL)
+        found = await self._client.renewal_info(cert_id)
+        if found is None:
+            return RenewalAdvice(None, now() + ari.MAX_CHECK_INTERVAL)
+        document, retry_after = found
+        try:
+            return ari.parse_renewal_info(document, now(), retry_after)
+        except ari.RenewalInfoError as exc:
+            raise AcmeError(f"the CA's renewalInfo answer is unusable: {exc}") from None
+
     def abandon(self, names: Sequence[str]) -> Deferred[None]:
         """Forget the order of ``names`` and withdraw their HTTP-01 answers: the host went
         away, so nobody should resume that order or answer for it."""
@@ -139,6 +214,8 @@ class AcmeIssuer:
     async def _abandon(self, names: tuple[str, ...]) -> None:
         await self._journal.record_order(names, None)
         await self._responder.withdraw_names(names)
+        if self._tls_alpn is not None:
+            self._tls_alpn.withdraw_names(names)
 
     def renewal_window(self, not_before: datetime, not_after: datetime) -> Any:
         """No CA-suggested window (ARI comes with RFC 9773 support): the lifetime rule."""
@@ -155,7 +232,26 @@ class AcmeIssuer:
             raise AcmeError("the ACME order did not complete in time")
         await self._sleep(delay)
 
-    async def _open_order(self, names: tuple[str, ...]) -> tuple[str, messages.Order]:
+    async def _profile(self, names: tuple[str, ...]) -> str | None:
+        """The profile to ask for, if the CA offers profiles at all (see .profiles)."""
+        if self._profile_for is None:
+            return None
+        wanted = await self._profile_for(names)
+        if wanted is None:
+            return None
+        offered = await self._client.profiles()
+        if offered is None:
+            log.info("acme_profile_unsupported names={names} profile={profile}",
+                     names=",".join(names), profile=wanted)
+            return None
+        try:
+            check_offered(wanted, offered)
+        except ProfileError as exc:
+            raise AcmeError(str(exc)) from None
+        return wanted
+
+    async def _open_order(self, names: tuple[str, ...],
+                          replaces: str | None) -> tuple[str, messages.Order]:
         url = await self._journal.current_order(names)
         if url is not None:
             try:
@@ -168,7 +264,15 @@ class AcmeIssuer:
                     order.status) != "expired":
                     log.info("acme_order_resumed names={names}", names=",".join(names))
                     return url, order
-        url, order = await self._client.new_order(names)
+        profile = await self._profile(names)
+        try:
+            url, order = await self._client.new_order(names, replaces, profile)
+        except AcmeProblem as problem:
+            if replaces is None or problem.code not in REPLACES_REFUSED:
+                raise
+            log.info("acme_replaces_refused names={names} error={error}",
+                     names=",".join(names), error=str(problem))
+            url, order = await self._client.new_order(names, None, profile)
         await self._journal.record_order(names, url)
         log.info("acme_order_created names={names}", names=",".join(names))
         return url, order
@@ -178,12 +282,13 @@ class AcmeIssuer:
         if authz.status == messages.STATUS_VALID:
             return
         name = str(authz.identifier.value)
-        http01 = [c for c in authz.challenges if c.chall.typ == "http-01"]
-        if not http01:
-            raise AcmeError(f"the CA offers no http-01 challenge for {name}")
-        challenge = http01[0]
-        token = challenge.chall.encode("token")
-        await self._responder.publish(token, self._client.key_authorization(token), name)
+        challenge, kind = self._challenges.pick(name, authz.challenges)
+        token = challenge_token(challenge)
+        key_authorization = self._client.key_authorization(token)
+        if kind == TLS_ALPN_01 and self._tls_alpn is not None:
+            self._tls_alpn.publish(name, key_authorization)
+        else:
+            await self._responder.publish(token, key_authorization, name)
         # Withdrawn when validation ends either way, but not on cancellation (shutdown): the
         # CA may still come for it, and the next start resumes this order and serves it.
         try:
@@ -198,22 +303,29 @@ class AcmeIssuer:
                     detail = "; ".join(
                         str(c.error.detail) for c in authz.challenges if c.error is not None
                     )
-                    raise AcmeError(
-                        f"validation of {name} failed: {authz.status.name}"
-                        + (f" ({detail[:300]})" if detail else "")
-                    )
+                    raise ValidationFailed(
+                        f"{kind} validation of {name} failed: {authz.status.name}"
+                        + (f" ({detail[:300]})" if detail else ""), kind)
                 await self._poll_wait(step, deadline, hint)
                 step += 1
         except CancelledError:
             raise
-        except BaseException:
-            await self._responder.withdraw(token)
+        except BaseException as exc:
+            self._challenges.failed(name, kind, exc)
+            await self._withdraw(token, name)
             raise
+        self._challenges.succeeded(name, kind)
+        await self._withdraw(token, name)
+
+    async def _withdraw(self, token: str, name: str) -> None:
+        if self._tls_alpn is not None:
+            self._tls_alpn.withdraw(name)
         await self._responder.withdraw(token)
 
-    async def _issue(self, csr_pem: bytes, names: tuple[str, ...]) -> bytes:
+    async def _issue(self, csr_pem: bytes, names: tuple[str, ...],
+                     replaced: CertificateRecord | None = None) -> bytes:
         deadline = self._reactor.seconds() + self._timeout
-        url, order = await self._open_order(names)
+        url, order = await self._open_order(names, await self._replaces_id(replaced))
         if order.status in (messages.STATUS_PENDING, messages.STATUS_READY):
             for authz_url in order.authorizations:
                 await self._authorize(authz_url, deadline)
