@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from twisted.application.service import Service
@@ -44,9 +43,13 @@ from zope.interface import implementer
 
 from aegis import events
 from aegis.certs.lifecycle import transitions
+from aegis.certs.lifecycle._advice_pass import AdvicePass
+from aegis.certs.lifecycle._base import error_text
+from aegis.certs.lifecycle._controls import OperatorControls
+from aegis.certs.lifecycle._demand_sync import DemandSync
 from aegis.certs.lifecycle.advice import AdviceBook
 from aegis.certs.lifecycle.budget import FailureBudget
-from aegis.certs.lifecycle.demand import Demand, DemandInputs, coverage, demanded
+from aegis.certs.lifecycle.demand import Demand
 from aegis.certs.lifecycle.policy import renewal_time
 from aegis.crypto.keys import KeyKind, build_csr
 from aegis.crypto.keywrap import KeyWrapper
@@ -56,7 +59,6 @@ from aegis.interfaces import (
     IOnDemandIssuance,
     IRenewalAdvisor,
     IStore,
-    IStoreTransaction,
 )
 from aegis.names import InvalidHostname, normalise
 from aegis.store.records import CertificateRecord, IssuanceState
@@ -71,28 +73,10 @@ RETRY_INTERVALS: tuple[float, ...] = (
 )
 CHECK_INTERVAL = 600.0
 MAX_CONCURRENT = 4
-ACTIVE = frozenset({"obtaining", "renewing"})
-
-
-def error_text(exc: BaseException) -> str:
-    """One line for ``last_error``: our exceptions never carry secrets; cut to 500 chars."""
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:500]
-
-
-class Refresh:
-    """What one demand refresh found, computed inside its store transaction."""
-
-    def __init__(self) -> None:
-        self.demand: dict[str, Demand] = {}
-        self.states: dict[str, IssuanceState] = {}
-        self.certificate_ids: set[int] = set()
-        self.retired: list[IssuanceState] = []
-        self.revived: list[IssuanceState] = []
 
 
 @implementer(IOnDemandIssuance)
-class LifecycleEngine(Service):
+class LifecycleEngine(DemandSync, OperatorControls, AdvicePass):
     """Obtains, renews and retires every automatically managed certificate.
 
     ``reload`` publishes a stored certificate to the TLS layer (``ProxyState.reload``).
@@ -141,112 +125,6 @@ class LifecycleEngine(Service):
         self.attempts_started = 0
         self.advice = AdviceBook(jitter)
 
-    # time and reading (memory only: safe from any request handler)
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock.seconds(), UTC)
-
-    def state(self, key: str) -> IssuanceState | None:
-        return self._states.get(key)
-
-    def states(self) -> list[IssuanceState]:
-        return [self._states[key] for key in sorted(self._states)]
-
-    def for_name(self, name: str) -> IssuanceState | None:
-        """The state of the set that orders ``name`` (its own key first)."""
-        found = self._states.get(name)
-        if found is not None:
-            return found
-        for state in self._states.values():
-            if name in state.ordered_names and state.status != "retired":
-                return state
-        return None
-
-    def demanded(self) -> dict[str, Demand]:
-        return dict(self._demand)
-
-    def issuer_of(self, source: str) -> ICertificateIssuer | None:
-        return self._issuers.get(source)
-
-    def in_flight(self, key: str) -> bool:
-        return key in self._inflight
-
-    # demand: what hosts and certificates ask for
-
-    def refresh(self) -> Deferred[None]:
-        """Re-read hosts and certificates, retire what is no longer wanted, take up what is
-        newly wanted, and start whatever is due. Serialised; idempotent."""
-        return self._refresh_lock.run(lambda: Deferred.fromCoroutine(self._refresh()))
-
-    async def _refresh(self) -> None:
-        now = self.now()
-        self._refreshed_at = self._clock.seconds()
-        found = await self._store.transact(lambda txn: self._read_demand(txn, now))
-        try:
-            await self._store.transact(lambda txn: self._apply_demand(txn, found, now))
-        except CancelledError:
-            raise
-        except Exception as exc:
-            # The store cannot record it (disk full): the demand holds in memory all the
-            # same, so wanted names are still obtained and the next refresh records it.
-            log.warn("lifecycle_refresh_unrecorded error={error}", error=error_text(exc))
-            for key, demand in found.demand.items():
-                if key not in found.states or found.states[key].status == "retired":
-                    found.states[key] = self._states.get(key) or IssuanceState(
-                        name=key, names=demand.names, source=demand.source)
-            found.retired, found.revived = [], []
-        self._demand = found.demand
-        self._certificate_ids = found.certificate_ids
-        for key, state in found.states.items():
-            if key not in self._inflight:  # an attempt in flight keeps its own view
-                self._states[key] = state
-        for state in found.retired:
-            await self._retired(state)
-        for state in found.revived:
-            self.events.publish(events.CERT_WANTED, name=state.name, source=state.source,
-                                names=list(state.ordered_names))
-        if self.running:
-            self._tick()
-
-    async def _retired(self, state: IssuanceState) -> None:
-        running = self._inflight.get(state.name)
-        if running is not None:
-            running.cancel()
-            self.events.publish(events.CERT_ABANDONED, name=state.name, source=state.source,
-                                names=list(state.ordered_names))
-        issuer = self._issuers.get(state.source)
-        if issuer is not None:
-            try:
-                await issuer.abandon(state.ordered_names)
-            except Exception:
-                log.failure("abandoning the order of {name} failed", name=state.name)
-        self._states[state.name] = state
-        self.events.publish(events.CERT_RETIRED, name=state.name, source=state.source,
-                            certificate_id=state.certificate_id)
-
-    def _read_demand(self, txn: IStoreTransaction, now: datetime) -> Refresh:
-        hosts, certificates = txn.list_hosts(), txn.list_certificates()
-        found = Refresh()
-        found.certificate_ids = {c.id for c in certificates}
-        demand = demanded(DemandInputs(hosts, certificates, now, coverage(certificates, now)))
-        found.demand = {k: d for k, d in demand.items() if d.source in self._issuers}
-        found.states = {state.name: state for state in txn.list_issuance_states()}
-        return found
-
-    def _apply_demand(self, txn: IStoreTransaction, found: Refresh, now: datetime) -> None:
-        for key, state in list(found.states.items()):
-            if key not in found.demand and state.status != "retired":
-                retired = transitions.retire(txn, key, now)
-                if retired is not None:
-                    found.retired.append(retired)
-                    found.states[key] = retired
-        for key, demand in found.demand.items():
-            existing = found.states.get(key)
-            if existing is None or existing.status == "retired":
-                state = transitions.revive(txn, demand)
-                found.states[key] = state
-                found.revived.append(state)
-
     # requests
 
     def certificate_wanted(self, hostname: str) -> None:
@@ -284,82 +162,6 @@ class LifecycleEngine(Service):
 
         running.addBoth(done)
         return waiter
-
-    def retry(self, key: str, renew: bool = False) -> Deferred[IssuanceState | None]:
-        """The operator's "retry now": clear the backoff and start at once (unless the
-        set's failed-attempt budget is spent: then ``next_attempt_at`` says when).
-        ``renew``: start even if the set is valid and not yet due (renew now)."""
-        return Deferred.fromCoroutine(self._retry_now(key, renew))
-
-    async def _retry_now(self, key: str, renew: bool = False) -> IssuanceState | None:
-        if key not in self._demand:
-            return self._states.get(key)
-        now, budget = self.now(), self._budget
-
-        def work(txn: IStoreTransaction) -> IssuanceState | None:
-            state = transitions.reset(txn, key, keep_budget=True)
-            if state is None:
-                return None
-            wait = budget.earliest_attempt(state.recent_failures, now)
-            if wait is not None:
-                state = replace(state, next_attempt_at=wait, status="failed")
-                txn.put_issuance_state(state)
-            return state
-
-        state = await self._store.transact(work)
-        if state is not None:
-            self._states[key] = state
-            self.events.publish(events.CERT_RESET, name=key, source=state.source,
-                                reason="retry")
-        current = self._states.get(key)
-        waiting = (current is not None and current.status == "failed"
-                   and current.next_attempt_at is not None and current.next_attempt_at > now)
-        if (renew or self._due(key, now)) and not waiting and key not in self._inflight:
-            self.obtain(key, force=True).addErrback(lambda f: None)
-        return self._states.get(key)
-
-    def reset_names(self, names: Iterable[str], reason: str) -> Deferred[None]:
-        """Forget the certificate and backoff of every set ordering one of ``names`` (its
-        certificate was deleted by force): a new order starts at once."""
-        wanted = set(names)
-        keys = [k for k, s in self._states.items() if wanted & set(s.ordered_names)]
-        keys += [k for k, d in self._demand.items() if wanted & set(d.names) and k not in keys]
-        return Deferred.fromCoroutine(self._reset(keys, reason))
-
-    async def _reset(self, keys: list[str], reason: str) -> None:
-        def work(txn: IStoreTransaction) -> list[IssuanceState]:
-            return [s for s in (transitions.reset(txn, k) for k in keys) if s is not None]
-
-        for state in await self._store.transact(work):
-            self._states[state.name] = state
-            self.events.publish(events.CERT_RESET, name=state.name, source=state.source,
-                                reason=reason)
-        await self.refresh()
-
-    def _issuer_changed(self, state: IssuanceState) -> bool:
-        """Made by another CA or account than the source's issuer now speaks for. An
-        issuer over several CAs (a fallback list) names them all in ``identities``."""
-        issuer = self._issuers.get(state.source)
-        if issuer is None or state.issuer is None:
-            return False
-        return state.issuer not in getattr(issuer, "identities", (issuer.identity,))
-
-    def _due_at(self, key: str) -> datetime | None:
-        """When ``key`` is next due (None: now)."""
-        state = self._states.get(key)
-        if state is None or state.status in ("wanted", *ACTIVE):
-            return None  # an active state not in flight is a crash's leftover: resume
-        if state.status == "valid":
-            if state.certificate_id not in self._certificate_ids or self._issuer_changed(state):
-                return None
-            return state.renews_at
-        if state.status == "failed":
-            return state.next_attempt_at
-        return datetime.max.replace(tzinfo=UTC)  # retired: never
-
-    def _due(self, key: str, now: datetime) -> bool:
-        due = self._due_at(key)
-        return due is None or now >= due
 
     # one attempt
 
@@ -459,63 +261,6 @@ class LifecycleEngine(Service):
                             failures=state.failures, next_attempt_at=state.next_attempt_at,
                             error=state.last_error, reason=reason,
                             certificate_id=state.certificate_id)
-
-    # renewal advice (ACME ARI): the CA's window moves the renewal time
-
-    def _advisor(self, key: str) -> Any:
-        """The set's issuer if it takes renewal advice and the set waits on a certificate
-        it made; else None (nothing to ask)."""
-        state = self._states.get(key)
-        if (state is None or state.status != "valid" or key in self._inflight
-                or key in self.advice.running or self._issuer_changed(state)
-                or state.certificate_id not in self._certificate_ids):
-            return None
-        issuer = self._issuers.get(state.source)
-        return issuer if IRenewalAdvisor.providedBy(issuer) else None
-
-    def _start_advice(self) -> None:
-        now = self.now()
-        for key in self._demand:
-            advisor = self._advisor(key)
-            if advisor is not None and now >= self.advice.next_check(key, now):
-                Deferred.fromCoroutine(self._advise(key, advisor)).addErrback(
-                    lambda f: log.failure("renewal advice failed", f))
-
-    async def _advise(self, key: str, advisor: Any) -> None:
-        self.advice.running.add(key)
-        try:
-            await self._take_advice(key, advisor)
-        finally:
-            self.advice.running.discard(key)
-        if self.running:
-            self._schedule()
-
-    async def _take_advice(self, key: str, advisor: Any) -> None:
-        state = self._states[key]
-        self.advice.lookups += 1
-        try:
-            record = await self._store.transact(
-                lambda txn: transitions.certificate_of(txn, state))
-            if record is None:
-                return
-            advice = await advisor.renewal_info(record)
-        except CancelledError:
-            raise
-        except Exception as exc:
-            log.info("renewal_info_failed name={name} error={error}", name=key,
-                     error=error_text(exc))
-            self.advice.failed(key, self.now())
-            return
-        renews_at = self.advice.advised(key, advice, state.renews_at, record.not_before)
-        if renews_at is not None and renews_at != state.renews_at:
-            updated = await self._store.transact(
-                lambda txn: transitions.reschedule(txn, key, state.certificate_id, renews_at))
-            if updated is not None and key not in self._inflight:
-                self._states[key] = updated
-                log.info("renewal_rescheduled name={name} renews_at={renews_at} "
-                         "window_start={start} window_end={end}", name=key,
-                         renews_at=renews_at.isoformat(), start=advice.window[0].isoformat(),
-                         end=advice.window[1].isoformat())
 
     # the timer
 
