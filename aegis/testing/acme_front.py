@@ -11,7 +11,8 @@ signatures stay valid. Only three things are its own:
 * ``GET /renewal-info/<certID>`` answers with :attr:`AcmeFront.window` (or a per-certificate
   one from :attr:`AcmeFront.windows`) and ``Retry-After: retry_after``;
 * every newOrder payload is decoded (not verified: Pebble does that) and kept in
-  :attr:`AcmeFront.new_orders`, so tests can see ``replaces`` and ``profile``.
+  :attr:`AcmeFront.new_orders` (those the CA created), so tests can see ``replaces`` and
+  ``profile``.
 
 Pebble ignores fields it does not know (``replaces``, ``profile``), so orders still issue.
 """
@@ -89,8 +90,6 @@ class AcmeFront(Resource):
         if request.method == b"GET" and path.startswith(RENEWAL_INFO_PATH) and self.renewal_info:
             return self._renewal_info(request, path[len(RENEWAL_INFO_PATH):])
         body = request.content.read() if request.content is not None else b""
-        if request.method == b"POST" and path == self._new_order_path:
-            self.new_orders.append(_payload(body))
         Deferred.fromCoroutine(self._forward(request, path, body))
         return NOT_DONE_YET
 
@@ -140,6 +139,10 @@ class AcmeFront(Resource):
             return
         if request.method == b"GET" and path == "/dir" and response.code == 200:
             content = self._directory(request, content)
+        if request.method == b"POST" and path == self._new_order_path and response.code == 201:
+            # Only orders the CA created: a newOrder refused for a bad nonce (Pebble
+            # rejects 5%) is sent again by the client and must not count twice.
+            self.new_orders.append(_payload(body))
         request.setResponseCode(response.code)
         for name, values in response.headers.getAllRawHeaders():
             if name.lower() not in HOP_HEADERS:
