@@ -82,7 +82,9 @@ class AdminAPI:
 
     async def _run(self, op: Operation, request: IRequest, params: dict[str, Any]) -> bytes:
         try:
-            self._admit(request, public=op.public)
+            authenticated = self._admit(request, public=op.public)
+            if op.public:
+                params["authenticated"] = authenticated
             body = self._read_body(request)
             if op.body is not None:
                 params["body"] = parse_json_body(body, op.body)
@@ -100,10 +102,13 @@ class AdminAPI:
             _log_unexpected(request, op.path, error)
             return _render_error(request, INTERNAL_ERROR)
 
-    def _admit(self, request: IRequest, public: bool) -> None:
+    def _admit(self, request: IRequest, public: bool) -> bool:
+        """Guards; whether a valid token came (a public route with a wrong token is 401)."""
         check_host_and_origin(request, self._address)
-        if not public:
+        if not public or request.getHeader(b"authorization") is not None:
             self._verifier.check(request)
+            return True
+        return False
 
     def _read_body(self, request: IRequest) -> bytes:
         declared = request.getHeader(b"content-length")
