@@ -103,12 +103,19 @@ class AdminAPI:
             return _render_error(request, INTERNAL_ERROR)
 
     def _admit(self, request: IRequest, public: bool) -> bool:
-        """Guards; whether a valid token came (a public route with a wrong token is 401)."""
+        """Guards; whether a valid token came (a public route answers without one, and
+        its handler decides what a missing or wrong token withholds)."""
         check_host_and_origin(request, self._address)
-        if not public or request.getHeader(b"authorization") is not None:
+        if not public:
             self._verifier.check(request)
             return True
-        return False
+        if request.getHeader(b"authorization") is None:
+            return False
+        try:
+            self._verifier.check(request)
+        except ApiError:
+            return False
+        return True
 
     def _read_body(self, request: IRequest) -> bytes:
         declared = request.getHeader(b"content-length")

@@ -22,7 +22,6 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.mail.smtp import ESMTPSenderFactory
 
@@ -102,12 +101,21 @@ class MailChannel:
             requireTransportSecurity=s.security == "starttls",
             hostname="aegis.invalid",
         )
-        endpoint: Any = HostnameEndpoint(self._reactor, s.host, s.port, timeout=self._timeout)
+        # connectTCP/connectSSL, not endpoints: the sender factory learns of a dropped
+        # connection (a failed TLS verification after STARTTLS) only through
+        # clientConnectionLost, which endpoints do not call.
         if s.security == "tls":
-            endpoint = wrapClientTLS(self._tls_options(), endpoint)
+            connector = self._reactor.connectSSL(s.host, s.port, factory, self._tls_options(),
+                                                 timeout=self._timeout)
+        else:
+            connector = self._reactor.connectTCP(s.host, s.port, factory,
+                                                 timeout=self._timeout)
+        sent.addTimeout(self._timeout * 2, self._reactor)  # a last resort
         try:
-            await endpoint.connect(factory)
-            await sent
+            try:
+                await sent
+            finally:
+                connector.disconnect()
         except Exception as exc:
             raise DeliveryError(f"mail: not sent ({_reason(exc)})") from None
 
