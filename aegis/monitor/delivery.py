@@ -67,6 +67,7 @@ class Dispatcher:
         self.channels = list(channels)
         self._delays = tuple(retry_delays)
         self.stats: dict[str, ChannelStats] = {c.label: ChannelStats() for c in self.channels}
+        self.in_flight: set[Deferred[list[str | None]]] = set()  # alerts still being sent
 
     def dispatch(self, alert: Alert) -> Deferred[list[str | None]]:
         """Deliver ``alert`` everywhere; fires with each channel's final error (None: ok).
@@ -75,6 +76,14 @@ class Dispatcher:
                 for channel in self.channels]
         done: Deferred[list[str | None]] = DeferredList(runs).addCallback(
             lambda results: [value for _ok, value in results])
+        if not done.called:
+            self.in_flight.add(done)
+
+            def finished(result: list[str | None]) -> list[str | None]:
+                self.in_flight.discard(done)
+                return result
+
+            done.addCallback(finished)
         return done
 
     def try_once(self, alert: Alert) -> Deferred[list[tuple[str, str | None]]]:

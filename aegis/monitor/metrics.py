@@ -135,7 +135,10 @@ class AegisCollector(Collector):
             listeners.add_metric([name], 1.0 if up() else 0.0)
         checks = CounterMetricFamily("aegis_monitor_checks", "Expiry monitor checks run")
         checks.add_metric([], monitor.checks)
-        yield from (attempts, failed, store, listeners, checks)
+        jumps = CounterMetricFamily("aegis_clock_jumps",
+                                    "Times the clock was seen jumping forward")
+        jumps.add_metric([], monitor.clock_jumps)
+        yield from (attempts, failed, store, listeners, checks, jumps)
 
     def _tls(self) -> Iterator[Metric]:
         handshakes = CounterMetricFamily("aegis_tls_handshakes",

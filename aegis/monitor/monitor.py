@@ -104,6 +104,9 @@ class ExpiryMonitor(Service):
         self.failures: dict[tuple[str, str], int] = {}  # (source, reason) -> failed attempts
         self.alerts_raised: dict[str, int] = {}  # kind -> alerts raised
         self.checks = 0
+        self.clock_jumps = 0
+        self.last_clock_jump: tuple[datetime, float] | None = None
+        self._last_check_at: datetime | None = None
         self.level_since: dict[str, datetime] = {}  # subject -> when its level last changed
         self._records: list[CertificateRecord] = []
         self._hosts: list[HostRecord] = []
@@ -193,6 +196,7 @@ class ExpiryMonitor(Service):
     async def _check(self) -> None:
         self.checks += 1
         now = self.now()
+        self._clock_jump(now)
         inventory_due = self._stale or self._inventory_at is None or (
             self._clock.seconds() - self._inventory_at >= self._inventory_interval)
         if inventory_due:
@@ -205,6 +209,24 @@ class ExpiryMonitor(Service):
         if self.evaluation.next_change is not None:
             delay = min(delay, (self.evaluation.next_change - now).total_seconds())
         self._schedule(delay)
+
+    def _clock_jump(self, now: datetime) -> None:
+        """A check far later than scheduled means the clock jumped (a VM resumed, NTP fixed
+        a wrong clock): certificate validity moved with it, so say so once."""
+        last, self._last_check_at = self._last_check_at, now
+        if last is None:
+            return
+        gap = (now - last).total_seconds()
+        if gap <= max(3 * self._interval, 300.0):
+            return
+        self.clock_jumps += 1
+        self.last_clock_jump = (now, gap)
+        self._raise(Alert(
+            kind=alerts.CLOCK_JUMPED, key=transition_key("jump", to_text(last), to_text(now)),
+            at=now, severity="warning", subject="clock",
+            summary=f"the clock jumped forward {gap / 3600:.1f} hours (from {to_text(last)})",
+            details={"from": to_text(last), "to": to_text(now), "seconds": int(gap)}))
+        self._stale = True
 
     async def _read_inventory(self) -> None:
         try:

@@ -72,6 +72,8 @@ def health(monitor: ExpiryMonitor, store_answers: bool,
                          "expired_serving": expired_serving, "failing": len(failing)},
         "last_renewal_error": None if error is None else error[0],
         "last_renewal_error_at": None if error is None else to_text(error[1]),
+        "last_clock_jump": (None if monitor.last_clock_jump is None
+                            else to_text(monitor.last_clock_jump[0])),
         "checked_at": to_text(monitor.now()),
     }
     if verbose:
