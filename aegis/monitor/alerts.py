@@ -94,7 +94,7 @@ class AlertLedger:
 
     def __init__(self) -> None:
         self.sent: dict[str, str] = {}  # key -> kind, oldest first
-        self.levels: dict[str, tuple[str, str]] = {}  # subject -> (level, not_after text)
+        self.levels: dict[str, tuple[str, int]] = {}  # subject -> (level, not_after epoch)
         self.streaks: dict[str, str] = {}  # lifecycle key -> first failure (text)
         self.store_failing_since: str | None = None
         self.dirty = False
@@ -109,7 +109,7 @@ class AlertLedger:
         self.dirty = True
 
     def set_level(self, subject: str, level: str, not_after: datetime) -> None:
-        value = (level, to_text(not_after))
+        value = (level, int(not_after.timestamp()))
         if self.levels.get(subject) != value:
             self.levels[subject] = value
             self.dirty = True
@@ -132,7 +132,7 @@ class AlertLedger:
             return ledger
         data = json.loads(text)
         ledger.sent = {str(k): str(v) for k, v in dict(data.get("sent", {})).items()}
-        ledger.levels = {str(k): (str(v[0]), str(v[1]))
+        ledger.levels = {str(k): (str(v[0]), int(v[1]))
                          for k, v in dict(data.get("levels", {})).items()}
         ledger.streaks = {str(k): str(v) for k, v in dict(data.get("streaks", {})).items()}
         since = data.get("store_failing_since")

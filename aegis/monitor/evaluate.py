@@ -57,21 +57,26 @@ def certificate_details(watched: Watched, assessment: Assessment | None = None,
     return details
 
 
-def serving_map(table: SelectionTable | None, host_names: Iterable[str],
-                now: datetime) -> tuple[dict[int, list[str]], dict[int, str]]:
-    """Which stored certificate each host name gets right now, and by which step."""
+def serving_map(table: SelectionTable | None, host_names: Iterable[str], now: datetime
+                ) -> tuple[dict[int, list[str]], dict[int, str], datetime | None]:
+    """Which stored certificate each host name gets right now, by which step, and the
+    first moment one of them expires (the answer holds until then)."""
     serving: dict[int, list[str]] = {}
     steps: dict[int, str] = {}
+    until: datetime | None = None
     if table is None:
-        return serving, steps
+        return serving, steps, until
     for name in host_names:
         if name.startswith("*."):
             continue
         chosen = table.select(name, now)
-        if chosen.certificate.id is not None:
-            serving.setdefault(chosen.certificate.id, []).append(name)
-            steps.setdefault(chosen.certificate.id, chosen.step)
-    return serving, steps
+        certificate = chosen.certificate
+        if certificate.id is not None:
+            serving.setdefault(certificate.id, []).append(name)
+            steps.setdefault(certificate.id, chosen.step)
+        if until is None or certificate.not_after < until:
+            until = certificate.not_after
+    return serving, steps, until
 
 
 def _summary(kind: str, watched: Watched, assessment: Assessment) -> str:
@@ -93,19 +98,32 @@ def evaluate(
     thresholds: Thresholds,
     serving: Mapping[int, list[str]],
     steps: Mapping[int, str],
+    previous: Evaluation | None = None,
 ) -> Evaluation:
-    """Assess every certificate; record and return the alerts of level changes."""
+    """Assess every certificate; record and return the alerts of level changes.
+
+    An item equal to its ``previous`` pass whose level cannot have changed by time yet
+    keeps its assessment (a level depends only on the item and the time): most passes
+    touch one certificate of many.
+    """
     result = Evaluation(serving=dict(serving), steps=dict(steps))
+    before_items = previous.watched if previous is not None else {}
+    before_levels = previous.assessments if previous is not None else {}
     for item in watched:
-        assessment = assess(item.not_before, item.not_after, now, thresholds,
-                            item.renews_at, item.failures)
-        result.assessments[item.subject] = assessment
-        result.watched[item.subject] = item
+        subject = item.subject
+        assessment = before_levels.get(subject)
+        unchanged = assessment is not None and before_items.get(subject) == item and (
+            assessment.changes_at is None or now < assessment.changes_at)
+        if not unchanged or assessment is None:
+            assessment = assess(item.not_before, item.not_after, now, thresholds,
+                                item.renews_at, item.failures)
+            _level_change(ledger, item, assessment, now, result)
+        result.assessments[subject] = assessment
+        result.watched[subject] = item
         if assessment.changes_at is not None and (
             result.next_change is None or assessment.changes_at < result.next_change
         ):
             result.next_change = assessment.changes_at
-        _level_change(ledger, item, assessment, now, result)
     for subject in [s for s in ledger.levels if s not in result.watched]:
         ledger.forget(subject)
     return result
@@ -114,7 +132,7 @@ def evaluate(
 def _level_change(ledger: AlertLedger, item: Watched, assessment: Assessment,
                   now: datetime, result: Evaluation) -> None:
     before = ledger.levels.get(item.subject)
-    same_certificate = before is not None and before[1] == to_text(item.not_after)
+    same_certificate = before is not None and before[1] == int(item.not_after.timestamp())
     previous = before[0] if before is not None and same_certificate else OK
     ledger.set_level(item.subject, assessment.level, item.not_after)
     if assessment.level == previous:

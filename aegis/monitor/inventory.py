@@ -15,8 +15,8 @@ manual.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -28,9 +28,9 @@ from aegis.store.records import CertificateRecord, IssuanceState
 LOCAL_SOURCE = "local"
 
 
-@dataclass(frozen=True)
-class Watched:
-    """One certificate as the monitor sees it (public facts only).
+class Watched(NamedTuple):
+    """One certificate as the monitor sees it (public facts only). A named tuple: the
+    monitor rebuilds the list on every pass, and this is the cheapest immutable value.
 
     ``subject`` identifies it across checks: ``certificate:<id>`` for a stored certificate,
     ``local:ca``, ``local:admin``, ``local:proxy`` for the local ones. ``managed`` is the

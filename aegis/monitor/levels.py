@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 OK = "ok"
 WARNING = "warning"
@@ -55,8 +56,7 @@ class Thresholds:
         return min(timedelta(seconds=self.renewal_margin), lifetime * 0.05)
 
 
-@dataclass(frozen=True)
-class Assessment:
+class Assessment(NamedTuple):
     """A level, why (a stable code), and the moment it may change (None: not by time)."""
 
     level: str

@@ -31,6 +31,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from aegis import events
 from aegis.certs.lifecycle import LifecycleEngine
@@ -113,6 +114,9 @@ class ExpiryMonitor(Service):
         self._inventory_at: float | None = None
         self._stale = True  # the certificates or engine states changed: re-read, re-assess
         self._wakeup: IDelayedCall | None = None
+        self._serving_cache: tuple[Any, datetime, dict[int, list[str]], dict[int, str]] | None
+        self._serving_cache = None
+        self._signature: object = None
         self._running_check: Deferred[None] | None = None
         self._again = False
         self._unsubscribe: Callable[[], None] | None = None
@@ -174,14 +178,19 @@ class ExpiryMonitor(Service):
 
     def _wake(self) -> None:
         self._wakeup = None
-        self.check().addErrback(lambda failure: log.failure("monitor check failed", failure))
+
+        def failed(failure: Failure) -> None:
+            log.failure("monitor check failed", failure)
+            self._schedule(self._interval)  # a bug in one check must not stop the watch
+
+        self.check().addErrback(failed)
 
     def check(self) -> Deferred[None]:
         """One check now (serialised: a check asked for while one runs follows it)."""
         if self._running_check is not None:
             self._again = True
             return self._running_check
-        running = Deferred.fromCoroutine(self._check())
+        running = self._check()
         self._running_check = running
 
         def done(result: object) -> object:
@@ -193,18 +202,27 @@ class ExpiryMonitor(Service):
 
         return running.addBoth(done)
 
-    async def _check(self) -> None:
+    def _check(self) -> Deferred[None]:
+        """Callbacks rather than a coroutine: this runs every minute, and most runs only
+        write the heartbeat."""
         self.checks += 1
         now = self.now()
         self._clock_jump(now)
-        inventory_due = self._stale or self._inventory_at is None or (
-            self._clock.seconds() - self._inventory_at >= self._inventory_interval)
-        if inventory_due:
-            await self._read_inventory()
-        if inventory_due or self.evaluation.next_change is None or (
-                now >= self.evaluation.next_change):
-            self._assess(now)
-        await self._heartbeat(now)
+        stale = self._stale
+
+        def assess_and_beat(changed: bool) -> Deferred[None]:
+            next_change = self.evaluation.next_change
+            if changed or stale or next_change is None or now >= next_change:
+                self._assess(now)
+            return self._heartbeat(now)
+
+        if stale or self._inventory_at is None or (
+                self._clock.seconds() - self._inventory_at >= self._inventory_interval):
+            read = Deferred.fromCoroutine(self._read_inventory())
+            return read.addCallback(assess_and_beat)
+        return assess_and_beat(False)
+
+    def _reschedule(self, now: datetime) -> None:
         delay = self._interval
         if self.evaluation.next_change is not None:
             delay = min(delay, (self.evaluation.next_change - now).total_seconds())
@@ -228,37 +246,54 @@ class ExpiryMonitor(Service):
             details={"from": to_text(last), "to": to_text(now), "seconds": int(gap)}))
         self._stale = True
 
-    async def _read_inventory(self) -> None:
+    async def _read_inventory(self) -> bool:
+        """Re-read certificates and hosts; whether they changed since the last read."""
         try:
             records, hosts, ledger_text = await self._store.transact(_read)
         except Exception as exc:
             self.store_ok, self.store_error = False, type(exc).__name__
-            return
+            return False
         if not self._loaded:
             try:
                 self.ledger = AlertLedger.from_json(ledger_text)
             except (ValueError, TypeError, KeyError, IndexError):
                 log.error("the alert ledger setting is unreadable; starting a new one")
             self._loaded = True
-        self._records, self._hosts = records, hosts
         self._inventory_at = self._clock.seconds()
         self._stale = False
+        signature = (tuple((r.id, r.updated_at, r.fingerprint_sha256) for r in records),
+                     tuple((h.id, h.updated_at) for h in hosts))
+        if signature == self._signature:
+            return False
+        self._records, self._hosts, self._signature = records, hosts, signature
+        return True
 
     def watched(self) -> list[Watched]:
         states = self.lifecycle.states() if self.lifecycle is not None else []
         return [*stored_certificates(self._records, states), *self._local()]
 
-    def _assess(self, now: datetime) -> None:
+    def _serving(self, now: datetime) -> tuple[dict[int, list[str]], dict[int, str]]:
+        """Which certificate serves which host name: recomputed when the table, the
+        certificates or the hosts changed, or a served certificate's not-after passed."""
         table = self._selection.current() if self._selection is not None else None
+        key = (table, table.generation() if table is not None else None, self._signature)
+        cached = self._serving_cache
+        if cached is not None and cached[0] == key and now < cached[1]:
+            return cached[2], cached[3]
         names = [name for host in self._hosts for name in host.names]
-        serving, steps = serving_map(table, names, now)
+        serving, steps, until = serving_map(table, names, now)
+        self._serving_cache = (key, until or datetime.max.replace(tzinfo=UTC), serving, steps)
+        return serving, steps
+
+    def _assess(self, now: datetime) -> None:
+        serving, steps = self._serving(now)
         previous = self.evaluation
         self.evaluation = evaluate(self.ledger, self.watched(), now, self.thresholds,
-                                   serving, steps)
+                                   serving, steps, previous)
         for item, before, level, assessment in self.evaluation.changes:
             self.level_since[item.subject] = now
-            self.events.publish(LEVEL_CHANGED, subject=item.subject, level=level,
-                                previous=before, reason=assessment.reason,
+            self.events.publish(LEVEL_CHANGED, subject=item.subject, new_level=level,
+                                old_level=before, reason=assessment.reason,
                                 certificate_id=item.certificate_id, source=item.source,
                                 not_after=item.not_after)
         for alert in self.evaluation.alerts:
@@ -270,7 +305,9 @@ class ExpiryMonitor(Service):
                 if old is not None:
                     self._gone(alerts.DELETED_WHILE_SERVING, old, names_served, now)
 
-    async def _heartbeat(self, now: datetime) -> None:
+    def _heartbeat(self, now: datetime) -> Deferred[None]:
+        """Write the heartbeat (and the ledger, if it changed): proves the store takes
+        writes; alerts once when it stops and once when it is back."""
         ledger = self.ledger
         text = ledger.to_json() if ledger.dirty else None
 
@@ -279,10 +316,10 @@ class ExpiryMonitor(Service):
             if text is not None:
                 txn.set_setting(alerts.LEDGER_SETTING, text)
 
-        try:
-            await self._store.transact(write)
-        except Exception as exc:
-            self.store_ok, self.store_error = False, type(exc).__name__
+        def failed(failure: Failure) -> None:
+            self._reschedule(now)
+            self.store_ok = False
+            self.store_error = type(failure.value).__name__
             if ledger.store_failing_since is None:
                 ledger.store_failing_since = to_text(now)
                 self._raise(Alert(
@@ -291,18 +328,22 @@ class ExpiryMonitor(Service):
                     summary=f"the store refuses writes ({self.store_error}): renewals "
                     "cannot be recorded",
                     details={"error": self.store_error}))
-            return
-        if text is not None and ledger.to_json() == text:
-            ledger.dirty = False
-        self.store_ok, self.store_error = True, None
-        if ledger.store_failing_since is not None:
-            since, ledger.store_failing_since = ledger.store_failing_since, None
-            ledger.dirty = True
-            self._raise(Alert(
-                kind=alerts.STORE_RECOVERED, key=transition_key("store-ok", since), at=now,
-                severity="info", subject="store", summary="the store takes writes again",
-                details={"failing_since": since}))
-            self._schedule(0.0)  # persist the ledger now
+
+        def written(_: object) -> None:
+            self._reschedule(now)
+            if text is not None and ledger.to_json() == text:
+                ledger.dirty = False
+            self.store_ok, self.store_error = True, None
+            if ledger.store_failing_since is not None:
+                since, ledger.store_failing_since = ledger.store_failing_since, None
+                ledger.dirty = True
+                self._raise(Alert(
+                    kind=alerts.STORE_RECOVERED, key=transition_key("store-ok", since),
+                    at=now, severity="info", subject="store",
+                    summary="the store takes writes again", details={"failing_since": since}))
+
+        done: Deferred[None] = self._store.transact(write).addCallbacks(written, failed)
+        return done
 
     # alerts from events
 
