@@ -201,7 +201,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("monitor_warning_days", "AEGIS_MONITOR_WARNING_DAYS", "30", _mon.days,
                 "Manual certificates: warning this many days before expiry (or at the "
                 "fraction, if smaller)."),
-    SettingSpec("monitor_warning_fraction", "AEGIS_MONITOR_WARNING_FRACTION", "0.3333",
+    SettingSpec("monitor_warning_fraction", "AEGIS_MONITOR_WARNING_FRACTION", "1/3",
                 _mon.fraction, "Manual certificates: warning when this share of the lifetime "
                 "is left, if smaller than the days."),
     SettingSpec("monitor_critical_days", "AEGIS_MONITOR_CRITICAL_DAYS", "7", _mon.days,
@@ -271,7 +271,7 @@ class Settings:
     cloudflare_api_base: str = CLOUDFLARE_API_BASE
     monitor_interval: float = 60.0
     monitor_warning_days: float = 30.0
-    monitor_warning_fraction: float = 0.3333
+    monitor_warning_fraction: float = 1 / 3
     monitor_critical_days: float = 7.0
     monitor_critical_fraction: float = 0.1
     monitor_renewal_margin: float = 86400.0

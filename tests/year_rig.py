@@ -310,7 +310,7 @@ class Rig:
                 continue
             lifetime = LIFETIMES[kind]
             if kind == "origin-15y":  # renewal (two thirds in) falls into the 5xx outage
-                age = ten_years + timedelta(days=20 + 3 * len(made) % 5)
+                age = ten_years - timedelta(days=28.5 + sum(p.kind == kind for p, _f, _s in made))
                 source, ca, renew = ORIGIN_SOURCE, cas["cloudflare"], True
             elif kind == "cloudflare-15y":
                 age = lifetime - timedelta(days=self.rand.uniform(40, 900))

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
@@ -60,8 +61,10 @@ async def _store_answers(ctx: AdminContext) -> bool:
 
 
 def _verbose(request: IRequest) -> bool:
-    values = (request.args or {}).get(b"verbose")
-    return values is not None and values[-1].lower() not in (b"0", b"false", b"no")
+    """``?verbose``, ``?verbose=1`` (not ``=0``, ``=false``, ``=no``)."""
+    query = request.uri.partition(b"?")[2].decode("latin-1")
+    values = parse_qs(query, keep_blank_values=True).get("verbose")
+    return values is not None and values[-1].lower() not in ("0", "false", "no")
 
 
 @routes.route(

@@ -118,6 +118,15 @@ class AlertLedger:
         if self.levels.pop(subject, None) is not None:
             self.dirty = True
 
+    def merge(self, newer: AlertLedger) -> None:
+        """Take in what ``newer`` (kept in memory before this one was read) recorded."""
+        for key, kind in newer.sent.items():
+            self.sent[key] = kind
+        self.levels.update(newer.levels)
+        self.streaks.update(newer.streaks)
+        self.store_failing_since = newer.store_failing_since or self.store_failing_since
+        self.dirty = self.dirty or newer.dirty
+
     def to_json(self) -> str:
         return json.dumps({"sent": self.sent, "levels": self.levels, "streaks": self.streaks,
                            "store_failing_since": self.store_failing_since},

@@ -43,6 +43,7 @@ from aegis.monitor.delivery import Dispatcher
 from aegis.monitor.evaluate import Evaluation, evaluate, serving_map
 from aegis.monitor.inventory import Watched, stored_certificates
 from aegis.monitor.levels import Thresholds
+from aegis.names import matches
 from aegis.store.records import CertificateRecord, HostRecord
 from aegis.timefmt import to_text
 from aegis.tls.selection import SelectionSource
@@ -80,7 +81,7 @@ class ExpiryMonitor(Service):
         local: Callable[[], Sequence[Watched]] = list,
         thresholds: Thresholds | None = None,
         interval: float = 60.0,
-        inventory_interval: float = 300.0,
+        inventory_interval: float = 3600.0,
         alert_failures: int = 1,
         listeners: Mapping[str, Callable[[], bool]] | None = None,
     ) -> None:
@@ -121,6 +122,7 @@ class ExpiryMonitor(Service):
         self._again = False
         self._unsubscribe: Callable[[], None] | None = None
         self._loaded = False
+        self._early: list[Event] = []
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.seconds(), UTC)
@@ -147,6 +149,9 @@ class ExpiryMonitor(Service):
         self._schedule(0.0)
 
     def _on_event(self, event: Event) -> None:
+        if not self._loaded:  # decisions need the ledger: hold events until it is read
+            self._early.append(event)
+            return
         fields = event.fields
         source = str(fields.get("source", ""))
         if event.name in _ATTEMPTS:
@@ -255,10 +260,15 @@ class ExpiryMonitor(Service):
             return False
         if not self._loaded:
             try:
-                self.ledger = AlertLedger.from_json(ledger_text)
+                stored = AlertLedger.from_json(ledger_text)
+                stored.merge(self.ledger)  # what happened before the store answered
+                self.ledger = stored
             except (ValueError, TypeError, KeyError, IndexError):
                 log.error("the alert ledger setting is unreadable; starting a new one")
             self._loaded = True
+            early, self._early = self._early, []
+            for event in early:
+                self._on_event(event)
         self._inventory_at = self._clock.seconds()
         self._stale = False
         signature = (tuple((r.id, r.updated_at, r.fingerprint_sha256) for r in records),
@@ -267,6 +277,16 @@ class ExpiryMonitor(Service):
             return False
         self._records, self._hosts, self._signature = records, hosts, signature
         return True
+
+    def in_use(self, item: Watched) -> bool:
+        """Whether a host wants ``item``: bound to it, or answering for one of its names
+        (so an expired one means that host now serves the fallback)."""
+        for host in self._hosts:
+            if item.certificate_id is not None and host.ssl_cert_id == item.certificate_id:
+                return True
+            if any(matches(pattern, name) for pattern in item.names for name in host.names):
+                return True
+        return False
 
     def watched(self) -> list[Watched]:
         states = self.lifecycle.states() if self.lifecycle is not None else []

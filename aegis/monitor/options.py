@@ -31,7 +31,14 @@ def days(value: str) -> float:
 
 
 def fraction(value: str) -> float:
-    return number(value, most=1.0, what="a fraction of the lifetime such as 0.25")
+    """A share of the lifetime: ``0.25`` or ``1/3``."""
+    what = "a fraction of the lifetime such as 0.25 or 1/3"
+    top, slash, bottom = value.partition("/")
+    if slash:
+        if not top.strip().isdigit() or not bottom.strip().isdigit() or int(bottom) == 0:
+            raise ValueError(f"must be {what}")
+        value = repr(int(top) / int(bottom))
+    return number(value, most=1.0, what=what)
 
 
 def seconds(value: str) -> float:

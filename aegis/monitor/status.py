@@ -5,7 +5,7 @@ an outsider could use: whether each listener is up, whether the store answers an
 writes, how many certificates are in each level and how many automatic names are failing,
 and the *name* of the last renewal error (an exception type such as ``AcmeError``, never
 its text). It is ``503`` when a listener is down, the store does not answer or refuses
-writes, or a certificate that serves host names has expired; ``200`` otherwise (``status``
+writes, or a certificate a host uses (bound to it, or covering its names) has expired; ``200`` otherwise (``status``
 then says ``ok``, ``warning`` or ``critical``). The verbose form (token required) adds
 every certificate and every failing name.
 """
@@ -44,7 +44,7 @@ def health(monitor: ExpiryMonitor, store_answers: bool,
         if watched.retired:
             continue
         counts[assessment.level] += 1
-        if assessment.level == EXPIRED and evaluation.serving.get(watched.certificate_id or -1):
+        if assessment.level == EXPIRED and monitor.in_use(watched):
             expired_serving += 1
     failing = failing_states(monitor)
     listeners = {name: bool(up()) for name, up in sorted(monitor.listeners.items())}
@@ -69,7 +69,7 @@ def health(monitor: ExpiryMonitor, store_answers: bool,
         "store": {"reachable": store_answers, "writable": writable},
         "certificates": {"total": sum(counts.values()), **counts,
                          "expiring": counts["warning"] + counts["critical"],
-                         "expired_serving": expired_serving, "failing": len(failing)},
+                         "expired_in_use": expired_serving, "failing": len(failing)},
         "last_renewal_error": None if error is None else error[0],
         "last_renewal_error_at": None if error is None else to_text(error[1]),
         "last_clock_jump": (None if monitor.last_clock_jump is None
