@@ -15,7 +15,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 
 from aegis import events
-from aegis.admin import AdminAPI, AdminAddress, AdminContext, TokenVerifier
+from aegis.admin import AdminAddress, AdminAPI, AdminContext, TokenVerifier
 from aegis.admin._guards import token_digest
 from aegis.certs import sources
 from aegis.config import Settings
@@ -203,7 +203,7 @@ def test_renewal_failed_once_per_streak_then_recovered(cache: Path) -> None:
                             certificate_id=4)
     setup.clock.advance(60)
     assert kinds(setup.channel) == ["renewal_failed", "renewal_recovered"]
-    code, body = setup.get("/api/v1/health", token=None)
+    _code, body = setup.get("/api/v1/health", token=None)
     assert json.loads(body)["last_renewal_error"] == "AcmeError"
 
 

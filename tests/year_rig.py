@@ -24,20 +24,20 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from aegis.admin import AdminAPI, AdminAddress, AdminContext, TokenVerifier
+from aegis.admin import AdminAddress, AdminAPI, AdminContext, TokenVerifier
 from aegis.admin._guards import token_digest
 from aegis.certs import sources
 from aegis.certs.lifecycle import LifecycleEngine
 from aegis.certs.lifecycle.demand import Demand, DemandInputs
 from aegis.certs.lifecycle.transitions import issued_fields
 from aegis.certs.registry import CertificateRegistry
+from aegis.config import Settings
 from aegis.crypto.keywrap import KeyWrapper, MasterKey
 from aegis.events import EventPublisher
 from aegis.interfaces import ICertificateIssuer
 from aegis.localca import LocalCA, LocalCAMaintenance, admin_certificate_names
 from aegis.monitor.delivery import AlertChannel
 from aegis.monitor.wiring import LocalWatch, Monitoring, build_monitoring
-from aegis.config import Settings
 from aegis.store.errors import StoreFull
 from aegis.store.memory import MemoryStore
 from aegis.store.records import CertificateFields, HostFields, IssuanceState

@@ -5,9 +5,9 @@ an outsider could use: whether each listener is up, whether the store answers an
 writes, how many certificates are in each level and how many automatic names are failing,
 and the *name* of the last renewal error (an exception type such as ``AcmeError``, never
 its text). It is ``503`` when a listener is down, the store does not answer or refuses
-writes, or a certificate a host uses (bound to it, or covering its names) has expired; ``200`` otherwise (``status``
-then says ``ok``, ``warning`` or ``critical``). The verbose form (token required) adds
-every certificate and every failing name.
+writes, or a certificate a host uses (bound to it, or covering its names) has expired;
+``200`` otherwise (``status`` then says ``ok``, ``warning`` or ``critical``). The verbose
+form (token required) adds every certificate and every failing name.
 """
 
 from __future__ import annotations
