@@ -88,7 +88,7 @@ def test_metrics_and_health_of_a_running_aegis(tmp_path: Path) -> None:
         assert response.status == 200
         assert response.getheader("Content-Type").startswith("text/plain; version=0.0.4")
         found = samples(response.read().decode())
-        plain = urllib.request.urlopen(  # noqa: S310 - a loopback URL we built
+        plain = urllib.request.urlopen(
             f"http://127.0.0.1:{aegis.ports['metrics listener']}/metrics", timeout=10)
         assert total(samples(plain.read().decode()), "aegis_certificate_ready_status") >= 1
 
