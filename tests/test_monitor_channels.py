@@ -15,7 +15,7 @@ from OpenSSL import crypto
 from twisted.internet import reactor
 from twisted.internet.ssl import Certificate, CertificateOptions
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from aegis.monitor.alerts import Alert
@@ -23,6 +23,7 @@ from aegis.monitor.delivery import DeliveryError, Dispatcher
 from aegis.monitor.mail import MailChannel, MailSettings
 from aegis.monitor.webhook import WebhookChannel, sign, verify
 from aegis.testing.alerts import SMTPReceiver, WebhookReceiver
+from tests.test_admin_api import logged as logged  # a fixture, shared
 
 SECRET = "webhook-secret-for-tests"
 PASSWORD = "smtp-pass-word-for-tests"
@@ -34,14 +35,6 @@ def an_alert(key: str = "k1") -> Alert:
                  summary="certificate certificate:7 (a.example.com) expires soon (warning)",
                  details={"names": ["a.example.com"], "certificate_id": 7,
                           "not_after": datetime(2026, 5, 20, tzinfo=UTC)})
-
-
-@pytest.fixture
-def logged() -> Iterator[list[LogEvent]]:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def http_client() -> Any:
