@@ -37,8 +37,8 @@ from aegis import events
 from aegis.certs.lifecycle import LifecycleEngine
 from aegis.events import Event, EventPublisher
 from aegis.interfaces import IStore, IStoreTransaction
-from aegis.monitor import alerts
-from aegis.monitor.alerts import Alert, AlertLedger, transition_key
+from aegis.monitor import alerts, kinds
+from aegis.monitor.alerts import Alert, AlertLedger
 from aegis.monitor.delivery import Dispatcher
 from aegis.monitor.evaluate import Evaluation, evaluate, serving_map
 from aegis.monitor.inventory import Watched, stored_certificates
@@ -244,11 +244,7 @@ class ExpiryMonitor(Service):
             return
         self.clock_jumps += 1
         self.last_clock_jump = (now, gap)
-        self._raise(Alert(
-            kind=alerts.CLOCK_JUMPED, key=transition_key("jump", to_text(last), to_text(now)),
-            at=now, severity="warning", subject="clock",
-            summary=f"the clock jumped forward {gap / 3600:.1f} hours (from {to_text(last)})",
-            details={"from": to_text(last), "to": to_text(now), "seconds": int(gap)}))
+        self._raise(kinds.clock_jumped(last, now))
         self._stale = True
 
     async def _read_inventory(self) -> bool:
@@ -323,7 +319,8 @@ class ExpiryMonitor(Service):
                     self.evaluation.watched):
                 old = previous.watched.get(f"certificate:{cert_id}")
                 if old is not None:
-                    self._gone(alerts.DELETED_WHILE_SERVING, old, names_served, now)
+                    self._raise(kinds.gone_while_serving(alerts.DELETED_WHILE_SERVING, old,
+                                                         names_served, now))
 
     def _heartbeat(self, now: datetime) -> Deferred[None]:
         """Write the heartbeat (and the ledger, if it changed): proves the store takes
@@ -342,12 +339,7 @@ class ExpiryMonitor(Service):
             self.store_error = type(failure.value).__name__
             if ledger.store_failing_since is None:
                 ledger.store_failing_since = to_text(now)
-                self._raise(Alert(
-                    kind=alerts.STORE_FAILING, key=transition_key("store", to_text(now)),
-                    at=now, severity="critical", subject="store",
-                    summary=f"the store refuses writes ({self.store_error}): renewals "
-                    "cannot be recorded",
-                    details={"error": self.store_error}))
+                self._raise(kinds.store_failing(now, self.store_error))
 
         def written(_: object) -> None:
             self._reschedule(now)
@@ -357,10 +349,7 @@ class ExpiryMonitor(Service):
             if ledger.store_failing_since is not None:
                 since, ledger.store_failing_since = ledger.store_failing_since, None
                 ledger.dirty = True
-                self._raise(Alert(
-                    kind=alerts.STORE_RECOVERED, key=transition_key("store-ok", since),
-                    at=now, severity="info", subject="store",
-                    summary="the store takes writes again", details={"failing_since": since}))
+                self._raise(kinds.store_recovered(now, since))
 
         done: Deferred[None] = self._store.transact(write).addCallbacks(written, failed)
         return done
@@ -386,11 +375,7 @@ class ExpiryMonitor(Service):
         since = to_text(event.at)
         self.ledger.streaks[key] = since
         self.ledger.dirty = True
-        self._raise(Alert(
-            kind=alerts.RENEWAL_FAILED, key=transition_key("failed", key, since), at=event.at,
-            severity="warning", subject=key,
-            summary=f"renewal of {key} failed: {fields.get('reason')}",
-            details=_event_details(fields)))
+        self._raise(kinds.renewal_failed(key, since, event.at, fields))
 
     def _renewal_recovered(self, event: Event) -> None:
         key = str(event.fields.get("name", ""))
@@ -398,11 +383,7 @@ class ExpiryMonitor(Service):
         if since is None:
             return
         self.ledger.dirty = True
-        self._raise(Alert(
-            kind=alerts.RENEWAL_RECOVERED, key=transition_key("recovered", key, since),
-            at=event.at, severity="info", subject=key,
-            summary=f"{key} has a certificate again (failing since {since})",
-            details={**_event_details(event.fields), "failing_since": since}))
+        self._raise(kinds.renewal_recovered(key, since, event.at, event.fields))
 
     def _gone_while_serving(self, event: Event) -> None:
         cert_id = event.fields.get("certificate_id")
@@ -413,24 +394,7 @@ class ExpiryMonitor(Service):
         if served and old is not None:
             kind = (alerts.RETIRED_WHILE_SERVING if event.name == events.CERT_RETIRED
                     else alerts.DELETED_WHILE_SERVING)
-            self._gone(kind, old, served, event.at)
-
-    def _gone(self, kind: str, old: Watched, served: list[str], now: datetime) -> None:
-        verb = "retired" if kind == alerts.RETIRED_WHILE_SERVING else "deleted"
-        self._raise(Alert(
-            kind=kind, key=transition_key(kind, old.subject, old.fingerprint), at=now,
-            severity="warning", subject=old.subject,
-            summary=f"certificate {old.subject} was {verb} while serving "
-            f"{', '.join(served[:3])}",
-            details={"certificate_id": old.certificate_id, "source": old.source,
-                     "names": list(old.names), "serving": served,
-                     "not_after": to_text(old.not_after)}))
-
-
-def _event_details(fields: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("name", "source", "failures", "reason", "error", "next_attempt_at",
-            "certificate_id", "names", "not_after", "renews_at")
-    return {key: fields[key] for key in keep if key in fields}
+            self._raise(kinds.gone_while_serving(kind, old, served, event.at))
 
 
 __all__ = ["ALERT_RAISED", "HEARTBEAT_SETTING", "LEVEL_CHANGED", "ExpiryMonitor"]
