@@ -3,7 +3,7 @@
 The rig (:mod:`tests.year_rig`) runs the real engine, registry, selection table, monitor
 and alert channels on a ``Clock``; the webhook and mail go to real receivers on loopback
 (the real reactor carries them while the simulated clock stands still). Population:
-25 six-day and 35 45-day ACME names from a fake CA, 15 90-day and 12 one-year uploads, 8
+12 six-day and 48 45-day ACME names from a fake CA, 15 90-day and 12 one-year uploads, 8
 fifteen-year Cloudflare Origin certificates (manual) and 5 with automatic renewal; an
 operator replaces an attended manual certificate when its ``certificate_critical`` alert
 arrives, the others are left to expire. Faults:
@@ -28,6 +28,7 @@ across webhook and mail, and across the restart).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -58,6 +59,8 @@ from tests.year_rig import DAY, TOKEN, Planned, Rig, at
 SECRET = "year-webhook-secret"
 MAIL_PASSWORD = "year-mail-password"
 MINUTE = 60.0
+WATCHED_SERIES = ("aegis_issuance_failures_total", "aegis_store_writable",
+                  "aegis_clock_jumps_total")
 FOREVER = float("inf")
 
 
@@ -103,6 +106,9 @@ class Year:
         self.handled_posts = 0
         self.replaced = 0
         self.faults_shown = 0
+        self.hooks_seen: list[tuple[str, str]] = []
+        self.failures_before_restart: Counter[tuple[str, str]] = Counter()
+        self.mails_seen: list[tuple[str, str]] = []
         rig.publisher.subscribe(self._on_event)
 
     # -- reading Aegis as a user would ---------------------------------------------------
@@ -123,24 +129,38 @@ class Year:
         _code, body = self.get("/api/v1/health", token=False)
         return json.loads(body)
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        """The samples of the series the faults show in. Read each minute a fault is
+        pending, so only those lines are split here (prometheus_client's parser reads the
+        whole document at the end of the year, and in tests/test_monitor_process.py)."""
         code, body = self.get("/metrics")
         assert code == 200
-        total = 0.0
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
-                    total += sample.value
-        return total
+        found = []
+        for line in body.decode().splitlines():
+            if line.startswith(WATCHED_SERIES):
+                name, _, rest = line.partition("{")
+                labels_text, _, value = rest.rpartition("} ") if rest else ("", "", "")
+                if not rest:
+                    name, _, value = line.partition(" ")
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', labels_text))
+                found.append((name, labels, float(value)))
+        return found
+
+    @staticmethod
+    def metric(samples: list[Any], name: str, **labels: str) -> float:
+        return sum(value for metric, have, value in samples if metric == name
+                   and all(have.get(k) == v for k, v in labels.items()))
 
     def alerts_received(self, kind: str, subject: str | None = None) -> tuple[int, int]:
-        hooks = [p.json() for p in self.webhook.received]
-        mails = [m for _o, _r, m in self.mail.messages]
-        hook_n = sum(1 for a in hooks if a["kind"] == kind
-                     and (subject is None or a["subject"] == subject))
-        mail_n = sum(1 for m in mails if m["X-Aegis-Event"] == kind
-                     and (subject is None or f"subject: {subject}\n" in m.get_content()))
+        """How many alerts of ``kind`` (for ``subject``) came by webhook and by mail."""
+        for post in self.webhook.received[len(self.hooks_seen):]:
+            alert = post.json()
+            self.hooks_seen.append((alert["kind"], alert["subject"]))
+        for _o, _r, mail in self.mail.messages[len(self.mails_seen):]:
+            found = re.search(r"^subject: (.*)$", mail.get_content(), re.MULTILINE)
+            self.mails_seen.append((mail["X-Aegis-Event"], found[1] if found else ""))
+        hook_n = sum(1 for k, s in self.hooks_seen if k == kind and subject in (None, s))
+        mail_n = sum(1 for k, s in self.mails_seen if k == kind and subject in (None, s))
         return hook_n, mail_n
 
     # -- faults ------------------------------------------------------------------------------
@@ -151,13 +171,14 @@ class Year:
         fields = event.fields
         key = (str(fields["source"]), str(fields["reason"]))
         self.failures_seen[key] += 1
-        name, count, reason = str(fields["name"]), self.failures_seen[key], key[1]
+        # the metric counts since the (last) process start
+        count = self.failures_seen[key] - self.failures_before_restart[key]
+        name, reason = str(fields["name"]), key[1]
         first = int(fields["failures"]) == 1
 
-        def check() -> bool:
-            body = self.health()
+        def check(body: dict[str, Any], samples: list[Any]) -> bool:
             ok = body["certificates"]["failing"] >= 1 and body["last_renewal_error"] is not None
-            ok = ok and self.metric("aegis_issuance_failures_total", source=key[0],
+            ok = ok and self.metric(samples, "aegis_issuance_failures_total", source=key[0],
                                     reason=reason) >= count
             if first:  # a new failure streak: its alert, by webhook and by mail
                 hooks, mails = self.alerts_received("renewal_failed", name)
@@ -170,27 +191,29 @@ class Year:
     def store_full(self, start: float, hours: float = 1) -> None:
         self.outages.append(Outage(start, start + hours * 3600, None, "all"))
 
-        def check() -> bool:
-            body = self.health()
+        def check(body: dict[str, Any], samples: list[Any]) -> bool:
             hooks, mails = self.alerts_received("store_failing")
             return ("store_read_only" in body["problems"] and hooks >= 1 and mails >= 1
-                    and self.metric("aegis_store_writable") == 0)
+                    and self.metric(samples, "aegis_store_writable") == 0)
 
         self.pending.append(Pending("store full", start + MINUTE, check))
 
     def clock_jumped(self, start: float, seconds: float) -> None:
         self.outages.append(Outage(start, start + seconds, None, "all"))
 
-        def check() -> bool:
+        def check(body: dict[str, Any], samples: list[Any]) -> bool:
             hooks, mails = self.alerts_received("clock_jumped")
-            return (self.health()["last_clock_jump"] is not None and hooks >= 1
-                    and mails >= 1 and self.metric("aegis_clock_jumps_total") >= 1)
+            return (body["last_clock_jump"] is not None and hooks >= 1
+                    and mails >= 1 and self.metric(samples, "aegis_clock_jumps_total") >= 1)
 
         self.pending.append(Pending("clock jump", start + seconds + MINUTE, check))
 
     def check_pending(self, now: float) -> None:
+        """Health and /metrics read once (as a scraper would each minute) for every fault
+        still to show."""
+        body, samples = self.health(), self.metrics()
         for pending in list(self.pending):
-            if pending.check():
+            if pending.check(body, samples):
                 self.pending.remove(pending)
                 self.faults_shown += 1
             elif now >= pending.deadline:
@@ -364,6 +387,7 @@ async def test_a_simulated_year(tmp_path: Path, receivers: Any) -> None:
             if minute == round(at(150.5) / MINUTE):
                 year.store_full(rig.clock.seconds())
         if minute == restart_minute:
+            year.failures_before_restart = Counter(year.failures_seen)
             rig.restart_monitor(channels(rig.clock))
             dispatcher = rig.monitoring.monitor.dispatcher
         if minute == jump_minute:
@@ -383,6 +407,11 @@ async def test_a_simulated_year(tmp_path: Path, receivers: Any) -> None:
     rig.stop()
     elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
 
+    _code, final = year.get("/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(final.decode())}
+    assert families["aegis_certificate_expiration_timestamp_seconds"].samples
+    # counters restart with the process (the monitor restarted on day 180)
+    assert 0 < sum(s.value for s in families["aegis_alerts"].samples) <= len(webhook.received)
     hooks = [p.json() for p in webhook.received]
     keys = [a["id"] for a in hooks]
     mail_keys = [m["Idempotency-Key"] for _o, _r, m in mail.messages]

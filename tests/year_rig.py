@@ -201,8 +201,8 @@ class Population:
 
 def population() -> Population:
     pop = Population()
-    pop.planned += [Planned(f"short-{i:02}.example.com", "acme-6d") for i in range(25)]
-    pop.planned += [Planned(f"long-{i:02}.example.com", "acme-45d") for i in range(34)]
+    pop.planned += [Planned(f"short-{i:02}.example.com", "acme-6d") for i in range(12)]
+    pop.planned += [Planned(f"long-{i:02}.example.com", "acme-45d") for i in range(47)]
     pop.planned.append(Planned("refused.example.com", "acme-45d"))
     pop.planned += [Planned(f"shop-{i:02}.example.net", "custom-90d", attended=i % 3 != 0)
                     for i in range(15)]
