@@ -51,6 +51,9 @@ class Recording:
 
 class Setup:
     def __init__(self, cache: Path, channels: list[Any] | None = None) -> None:
+        # Every source module, even if another test imported one source first (the
+        # registry then skips loading the rest; fixed on the h14cf branch).
+        sources.load_sources()
         self.clock = Clock()
         self.clock.advance(START.timestamp())
         self.store = MemoryStore(now=lambda: START)

@@ -241,6 +241,7 @@ class Rig:
         self.store = FillableStore(self.clock)
         self.wrapper = KeyWrapper(MasterKey.generate())
         self.publisher = EventPublisher(self.clock)
+        sources.load_sources()  # all of them, whatever another test imported first
         acme = sources.for_mode("letsencrypt")
         assert acme is not None
         self.acme_source, self.acme_mode = acme.name, acme.host_mode
