@@ -37,6 +37,7 @@ from aegis.hosts.router import HostRouter
 from aegis.hosts.state import ProxyState, host_names
 from aegis.listeners import GracefulListener, listen_endpoint
 from aegis.localca import LocalAuthority, LocalCAMaintenance, ProxyFallbackReissuer
+from aegis.monitor.wiring import LocalWatch, build_monitoring, listener_up, metrics_listener
 from aegis.proxy import ProxyEngine, proxy_factory
 from aegis.proxy.routing import ProxyLimits
 from aegis.service import AegisService, OnStop
@@ -90,6 +91,10 @@ def build_tree(
         publisher=publisher, preload=sources_context.preloads,
     )
     selection = SelectionState(registry, local.authority.proxy, lifecycle, hosts)
+    local_watch = LocalWatch(local.authority, selection)
+    monitoring = build_monitoring(settings, reactor, store, publisher, lifecycle=lifecycle,
+                                  selection=selection, local=local_watch, listeners={})
+    registry.subscribe(lambda _snapshot: monitoring.monitor.poke())
 
     def https_port() -> int | None:
         if settings.public_https_port is not None:
@@ -121,7 +126,7 @@ def build_tree(
         request_timeout=settings.proxy_request_timeout,
         via=settings.proxy_via.encode("ascii"),
         access_log=None if access is None else access.record,
-    ))
+    ), counters=monitoring.counters)
     http = GracefulListener(
         listen_endpoint(reactor, settings.http_listen),
         proxy_factory(router, reactor, engine=engine), reactor, settings.shutdown_timeout,
@@ -129,7 +134,8 @@ def build_tree(
     )
     https = GracefulListener(
         https_endpoint(reactor, settings.https_listen, selection,
-                       handshake_timeout=settings.tls_handshake_timeout),
+                       handshake_timeout=settings.tls_handshake_timeout,
+                       counters=monitoring.counters),
         proxy_factory(router, reactor, engine=engine),
         reactor, settings.shutdown_timeout, "HTTPS listener", root.fatal,
     )
@@ -144,6 +150,10 @@ def build_tree(
     _child(root, "cloudflare", CloudflareService(cloudflare))
     _child(root, "http", http)
     _child(root, "https", https)
+    _child(root, "monitor", monitoring.monitor)
+    metrics = metrics_listener(settings, monitoring, reactor, root.fatal)
+    if metrics is not None:
+        _child(root, "metrics", metrics)
 
     admin_creator = AdminCertificateCreator(local.authority.admin)
     certificates = CertificateService(
@@ -153,16 +163,20 @@ def build_tree(
     context = AdminContext(
         store=store, wrapper=wrapper, local_ca=local.authority, clock=reactor,
         certificates=certificates, cloudflare=cloudflare, selection=selection, proxy=proxy,
-        lifecycle=lifecycle, events=publisher,
+        lifecycle=lifecycle, events=publisher, monitoring=monitoring,
     )
-    _child(root, "admin", build_admin_service(
+    admin = build_admin_service(
         settings.admin_listen, context, local.verifier, reactor, settings.shutdown_timeout,
         root.fatal, creator=admin_creator,
-    ))
+    )
+    _child(root, "admin", admin)
+    monitoring.monitor.listeners.update(http=listener_up(http), https=listener_up(https),
+                                        admin=listener_up(admin))
 
     def renewed(authority: LocalAuthority) -> None:
         admin_creator.replace(authority)
         selection.set_fallback(authority.proxy)
+        local_watch.update(authority)
 
     maintenance = LocalCAMaintenance(
         local.local_ca, local.admin_names,

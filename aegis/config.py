@@ -22,6 +22,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 
 from aegis.crypto.keywrap import MasterKey, MasterKeyError
+from aegis.monitor import options as _mon
 
 
 class ConfigError(Exception):
@@ -284,6 +285,51 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("acme_fallback_directories", "AEGIS_ACME_FALLBACK_DIRECTORIES", "",
                 _parse_directories, "Comma-separated ACME directories tried in order when "
                 "AEGIS_ACME_DIRECTORY's CA is down or rate-limits (each its own account)."),
+    # Monitoring (docs/monitoring.md; parsers in aegis.monitor.options)
+    SettingSpec("monitor_interval", "AEGIS_MONITOR_INTERVAL", "60", _mon.seconds,
+                "Seconds between expiry monitor checks (store heartbeat, alerts)."),
+    SettingSpec("monitor_warning_days", "AEGIS_MONITOR_WARNING_DAYS", "30", _mon.days,
+                "Manual certificates: warning this many days before expiry (or at the "
+                "fraction, if smaller)."),
+    SettingSpec("monitor_warning_fraction", "AEGIS_MONITOR_WARNING_FRACTION", "1/3",
+                _mon.fraction, "Manual certificates: warning when this share of the lifetime "
+                "is left, if smaller than the days."),
+    SettingSpec("monitor_critical_days", "AEGIS_MONITOR_CRITICAL_DAYS", "7", _mon.days,
+                "Every certificate: critical this many days before expiry (or at the "
+                "fraction, if smaller)."),
+    SettingSpec("monitor_critical_fraction", "AEGIS_MONITOR_CRITICAL_FRACTION", "0.1",
+                _mon.fraction, "Critical when this share of the lifetime is left, if smaller "
+                "than the days."),
+    SettingSpec("monitor_renewal_margin", "AEGIS_MONITOR_RENEWAL_MARGIN", "86400",
+                _mon.seconds, "Seconds past the planned renewal before a renewed certificate "
+                "is overdue (at most 5% of its lifetime)."),
+    SettingSpec("monitor_failures", "AEGIS_MONITOR_FAILURES", "3", _mon.count,
+                "Consecutive failed renewals that put a certificate in warning."),
+    SettingSpec("alert_webhook_urls", "AEGIS_ALERT_WEBHOOK_URLS", "", _mon.urls,
+                "Comma-separated URLs that get each alert as a signed JSON POST (empty: "
+                "none).", secret=True),
+    SettingSpec("alert_webhook_secret", "AEGIS_ALERT_WEBHOOK_SECRET", None, _mon.secret,
+                "HMAC-SHA256 key of the X-Aegis-Signature header.", secret=True),
+    SettingSpec("alert_smtp_host", "AEGIS_ALERT_SMTP_HOST", "", _mon.host,
+                "SMTP server for alert mail (empty: no mail)."),
+    SettingSpec("alert_smtp_port", "AEGIS_ALERT_SMTP_PORT", "587", _mon.port,
+                "SMTP server port."),
+    SettingSpec("alert_smtp_security", "AEGIS_ALERT_SMTP_SECURITY", "starttls",
+                _mon.security, "starttls (required), tls (port 465) or none (local relay)."),
+    SettingSpec("alert_smtp_username", "AEGIS_ALERT_SMTP_USERNAME", "", _mon.username,
+                "SMTP user name (empty: no authentication)."),
+    SettingSpec("alert_smtp_password", "AEGIS_ALERT_SMTP_PASSWORD", None, _mon.secret,
+                "SMTP password (sent only over TLS).", secret=True),
+    SettingSpec("alert_smtp_from", "AEGIS_ALERT_SMTP_FROM", "", _mon.address,
+                "Sender address of alert mail."),
+    SettingSpec("alert_smtp_to", "AEGIS_ALERT_SMTP_TO", "", _mon.addresses,
+                "Comma-separated recipients of alert mail."),
+    SettingSpec("alert_smtp_ca_bundle", "AEGIS_ALERT_SMTP_CA_BUNDLE", None,
+                _parse_existing_file,
+                "PEM bundle trusted for the SMTP server's TLS (unset: system roots)."),
+    SettingSpec("metrics_listen", "AEGIS_METRICS_LISTEN", "", _mon.endpoint_or_off,
+                "Twisted endpoint of a plain-HTTP /metrics listener without a token, e.g. "
+                "tcp:9464:interface=127.0.0.1 (empty: only the admin listener's /metrics)."),
 )
 
 
@@ -323,6 +369,24 @@ class Settings:
     acme_eab_kid: str = ""
     acme_eab_hmac_key: str = field(default="", repr=False)
     acme_fallback_directories: tuple[str, ...] = ()
+    monitor_interval: float = 60.0
+    monitor_warning_days: float = 30.0
+    monitor_warning_fraction: float = 1 / 3
+    monitor_critical_days: float = 7.0
+    monitor_critical_fraction: float = 0.1
+    monitor_renewal_margin: float = 86400.0
+    monitor_failures: int = 3
+    alert_webhook_urls: tuple[str, ...] = field(default=(), repr=False)
+    alert_webhook_secret: str | None = field(default=None, repr=False)
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = 587
+    alert_smtp_security: str = "starttls"
+    alert_smtp_username: str = ""
+    alert_smtp_password: str | None = field(default=None, repr=False)
+    alert_smtp_from: str = ""
+    alert_smtp_to: tuple[str, ...] = ()
+    alert_smtp_ca_bundle: Path | None = None
+    metrics_listen: str = ""
 
     @property
     def database_path(self) -> Path:

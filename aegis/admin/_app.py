@@ -82,8 +82,10 @@ class AdminAPI:
 
     async def _run(self, op: Operation, request: IRequest, params: dict[str, Any]) -> bytes:
         try:
-            self._admit(request, public=op.public)
+            authenticated = self._admit(request, public=op.public)
             _check_path_ids(params)
+            if op.public:
+                params["authenticated"] = authenticated
             body = self._read_body(request)
             if op.body is not None:
                 params["body"] = parse_json_body(body, op.body)
@@ -101,10 +103,20 @@ class AdminAPI:
             _log_unexpected(request, op.path, error)
             return _render_error(request, INTERNAL_ERROR)
 
-    def _admit(self, request: IRequest, public: bool) -> None:
+    def _admit(self, request: IRequest, public: bool) -> bool:
+        """Guards; whether a valid token came (a public route answers without one, and
+        its handler decides what a missing or wrong token withholds)."""
         check_host_and_origin(request, self._address)
         if not public:
             self._verifier.check(request)
+            return True
+        if request.getHeader(b"authorization") is None:
+            return False
+        try:
+            self._verifier.check(request)
+        except ApiError:
+            return False
+        return True
 
     def _read_body(self, request: IRequest) -> bytes:
         declared = request.getHeader(b"content-length")

@@ -5,7 +5,7 @@ Order matters only for the OpenAPI document's listing order.
 
 from __future__ import annotations
 
-from aegis.admin import _certificates, _cloudflare, _hosts, _lifecycle, _trust
+from aegis.admin import _certificates, _cloudflare, _hosts, _lifecycle, _monitoring, _trust
 from aegis.admin._routing import RouteTable
 
 ROUTE_TABLES: tuple[RouteTable, ...] = (
@@ -13,5 +13,6 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     _cloudflare.routes,
     _hosts.routes,
     _lifecycle.routes,
+    _monitoring.routes,
     _trust.routes,
 )

@@ -40,12 +40,21 @@ if TYPE_CHECKING:
     from aegis.certs.service import CertificateService
     from aegis.events import EventPublisher
     from aegis.hosts.state import ProxyState
+    from aegis.monitor.wiring import Monitoring
     from aegis.sources.cloudflare.service import CloudflareServices
     from aegis.tls.selection import SelectionState
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 #: Largest row id SQLite can hold; a path id beyond it names nothing that could exist.
 MAX_ROW_ID = 2**63 - 1
+#: Paths outside /api/v1 that a route table may declare (Prometheus expects /metrics).
+OUTSIDE_API = ("/metrics",)
+#: The only routes answered without a token, named one by one on purpose: the CA
+#: certificate (public by nature) and the health check (counts, no names, no secrets).
+PUBLIC_ROUTES = frozenset({
+    ("GET", "/api/v1/settings/admin-trust-bundle"),
+    ("GET", "/api/v1/health"),
+})
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class AdminContext:
     proxy: ProxyState | None = None
     lifecycle: LifecycleEngine | None = None
     events: EventPublisher | None = None
+    monitoring: Monitoring | None = None
 
 
 @dataclass(frozen=True)
@@ -89,9 +99,9 @@ class Operation:
 
     ``responses`` maps a status to a description, or to ``(description, JSON schema)``;
     ``content_type`` is the media type of the success body. ``public`` routes skip the
-    token (only for public material, such as the CA certificate). ``query`` documents the
-    optional query parameters: name -> ``{"description": ..., "schema": ...}`` (the
-    handler parses them from ``request.args``).
+    token (only for public material, such as the CA certificate, and the health check);
+    their handler gets ``authenticated``: whether a valid token came anyway (a wrong one
+    is still refused).
     """
 
     method: str
@@ -152,7 +162,9 @@ class RouteTable:
     ) -> Callable[[Handler], Handler]:
         if method not in METHODS:
             raise ValueError(f"unsupported method {method}")
-        if not path.startswith("/api/v1/"):
+        if public and (method, path) not in PUBLIC_ROUTES:
+            raise ValueError(f"{method} {path} is not in PUBLIC_ROUTES: it needs the token")
+        if not path.startswith("/api/v1/") and path not in OUTSIDE_API:
             raise ValueError("admin API routes live under /api/v1/")
 
         def register(handler: Handler) -> Handler:

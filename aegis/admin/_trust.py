@@ -77,7 +77,8 @@ def trust_bundle(ca_pem: bytes) -> bytes:
     content_type="application/zip",
     public=True,
 )
-async def get_admin_trust_bundle(ctx: AdminContext, request: IRequest) -> BytesResponse:
+async def get_admin_trust_bundle(ctx: AdminContext, request: IRequest,
+                                 authenticated: bool = False) -> BytesResponse:
     """The CA certificate (public) and installation steps for each platform."""
     return BytesResponse(
         trust_bundle(ctx.local_ca.ca_pem),

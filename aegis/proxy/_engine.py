@@ -7,6 +7,7 @@ from typing import Any
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.protocol import Factory
 
+from aegis.monitor.counters import TrafficCounters
 from aegis.proxy._http1 import Http1Connection
 from aegis.proxy._pool import UpstreamPool
 from aegis.proxy.routing import ConnectionInfo, ProxyLimits, Router
@@ -16,10 +17,13 @@ class ProxyEngine:
     """Router, upstream pool, clock and limits shared by every connection of a listener
     (or of several listeners: ports 80 and 443 may share one engine and so one pool)."""
 
-    def __init__(self, router: Router, reactor: Any, limits: ProxyLimits) -> None:
+    def __init__(self, router: Router, reactor: Any, limits: ProxyLimits,
+                 counters: TrafficCounters | None = None) -> None:
         self.router = router
         self.clock: IReactorTime = reactor
         self.limits = limits
+        # requests by host and status class, upstream latency: bumped once per exchange
+        self.counters = counters or TrafficCounters()
         self.pool = UpstreamPool(reactor, limits)
 
     def connection_info(self, transport: Any) -> ConnectionInfo:

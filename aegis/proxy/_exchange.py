@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from aegis.monitor.counters import TrafficCounters
 from aegis.proxy._headers import client_response_headers, upstream_head
 from aegis.proxy._pool import UpstreamPool
 from aegis.proxy._upstream import UpstreamConnection, UpstreamUnavailable
@@ -60,8 +61,10 @@ class Exchange:
         framing: Literal["none", "length", "chunked"],
         length: int | None,
         upgrade: bytes | None = None,
+        counters: TrafficCounters | None = None,
     ) -> None:
         self.front = front
+        self._counters = counters
         self.head = head
         self._pool = pool
         self._clock = clock
@@ -265,6 +268,8 @@ class Exchange:
         self._log()
 
     def _log(self) -> None:
+        if self._counters is not None:  # the metrics: a few dict and list increments
+            self._counters.proxied(self.head.host, self.status, self._upstream_ms)
         record = self._limits.access_log
         if record is not None:
             record(self.head, self._conn, self.status, self.sent, self._upstream_ms)

@@ -274,7 +274,7 @@ class H2Connection:
         if isinstance(decision, Forward):
             stream.exchange = Exchange(stream, self.engine.pool, self.engine.clock,
                                        self.engine.limits, head, self.info, decision,
-                                       framing, length)
+                                       framing, length, counters=self.engine.counters)
             stream.exchange.start()  # END_STREAM arrives as its own StreamEnded event
             if not ended:
                 stream.start_body_timer()

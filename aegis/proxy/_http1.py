@@ -283,7 +283,8 @@ class Http1Connection(ClientFlow):
         if isinstance(decision, Forward):
             exchange = Exchange(self, self.engine.pool, self.engine.clock, self.engine.limits,
                                 request.head, self.info, decision, request.framing,
-                                request.length, request.upgrade)
+                                request.length, request.upgrade,
+                                counters=self.engine.counters)
             request.exchange = exchange
             self._responding = True
             exchange.start()

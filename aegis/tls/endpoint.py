@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from zope.interface import implementer
 
 from aegis.listeners import listen_endpoint
+from aegis.monitor.counters import TrafficCounters
 from aegis.tls.direct import TLSAcceptor
 from aegis.tls.policy import INTERMEDIATE, TLSPolicy
 from aegis.tls.port import DirectTLSPort
@@ -69,18 +70,20 @@ def https_endpoint(
     *,
     policy: TLSPolicy = INTERMEDIATE,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    counters: TrafficCounters | None = None,
 ) -> IStreamServerEndpoint:
     """The HTTPS listener for ``description``: SNI selection from ``selection``, ``policy``
-    (ALPN included) and the handshake deadline."""
+    (ALPN included), the handshake deadline, and the metrics' handshake ``counters``."""
     inner = listen_endpoint(reactor, description)
     if isinstance(inner, TCP4ServerEndpoint | TCP6ServerEndpoint):
-        creator = SNIConnectionCreator(selection, reactor, policy)
+        creator = SNIConnectionCreator(selection, reactor, policy, counters)
         acceptor = TLSAcceptor(creator.socket_connection, reactor, handshake_timeout)
         # Twisted's TCP endpoints keep what they parsed in these attributes (stable since 2011).
         return DirectTLSEndpoint(reactor, inner._port, inner._backlog, inner._interface,
                                  acceptor)
     return _MemoryTLSEndpoint(inner, lambda factory: https_factory(
-        selection, factory, reactor, policy=policy, handshake_timeout=handshake_timeout))
+        selection, factory, reactor, policy=policy, handshake_timeout=handshake_timeout,
+        counters=counters))
 
 
 __all__ = ["DirectTLSEndpoint", "https_endpoint"]

@@ -66,6 +66,12 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from aegis.certs.model import LoadedCertificate
+from aegis.monitor.counters import (
+    SELECTION_ERROR,
+    SNI_INVALID,
+    VERSION_TOO_LOW,
+    TrafficCounters,
+)
 from aegis.names import for_log, normalise_sni
 from aegis.tls.policy import INTERMEDIATE, TLSPolicy, certificate_context, policy_context
 from aegis.tls.policy import version_number as _version_number
@@ -123,7 +129,8 @@ class SNIConnectionCreator:
     """Creates server connections that pick their certificate by SNI.
 
     ``source.current()`` is read once per handshake; ``clock`` gives the handshake's moment
-    for validity checks.
+    for validity checks. ``counters`` (the metrics' :class:`TrafficCounters`) gets one
+    increment per handshake.
     """
 
     def __init__(
@@ -131,10 +138,13 @@ class SNIConnectionCreator:
         source: SelectionSource,
         clock: IReactorTime,
         policy: TLSPolicy = INTERMEDIATE,
+        counters: TrafficCounters | None = None,
     ) -> None:
         self._source = source
         self._clock = clock
         self._policy = policy
+        # Handshakes by step and refusals by reason: one dict increment per handshake.
+        self._counters = counters or TrafficCounters()
         self._gate = policy_context(policy)
         self._handshaking = HandshakeRegistry()
         self._find_handshaking = self._handshaking.by_ssl.get
@@ -198,6 +208,7 @@ class SNIConnectionCreator:
         except BaseException:
             # Staying on the gate context refuses the handshake: never fail open.
             log.failure("TLS certificate selection failed; handshake refused")
+            self._counters.handshake_failed(SELECTION_ERROR)
         return 0
 
     def _choose(self, ssl: Any, connection: SocketTLS | SSL.Connection, target: Any) -> None:
@@ -211,6 +222,7 @@ class SNIConnectionCreator:
                     "characters",
                     sni=for_log(raw),
                 )
+                self._counters.handshake_failed(SNI_INVALID)
                 return
             choice = self._select(memo, raw)
         version = _lib.SSL_version(ssl)
@@ -222,9 +234,11 @@ class SNIConnectionCreator:
                 required=_VERSION_NAMES[choice.min_version],
                 negotiated=_VERSION_NAMES.get(version, hex(version)),
             )
+            self._counters.handshake_failed(VERSION_TOO_LOW)
             return
         connection.set_context(choice.context)
         target.tls_info = choice.info
+        self._counters.handshake(choice.info.step)
 
     def _current_memo(self) -> _Memo:
         """This second's choices, if the table and the certificates are unchanged.
@@ -280,6 +294,7 @@ def https_factory(
     *,
     policy: TLSPolicy = INTERMEDIATE,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    counters: TrafficCounters | None = None,
 ) -> TimedTLSFactory:
     """The HTTPS listener's TLS as a protocol factory (Twisted's memory-BIO TLS): SNI
     selection, policy, handshake deadline. TCP listeners use
@@ -295,6 +310,6 @@ def https_factory(
     protocols of ``wrapped_factory`` find the handshake's outcome with
     :func:`aegis.tls.transport.connection_info` on their transport.
     """
-    creator = SNIConnectionCreator(table_source, clock, policy)
+    creator = SNIConnectionCreator(table_source, clock, policy, counters)
     return TimedTLSFactory(creator, wrapped_factory, clock, handshake_timeout,
                            gather_writes=False)
