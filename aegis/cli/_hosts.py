@@ -52,8 +52,8 @@ class ShowHost(ClientCommand):
         if self.as_json:
             output.print_json(host)
             return 0
-        output.fields({key: value for key, value in host.items() if key != "acme"})
-        for state in host.get("acme") or []:
+        output.fields({key: value for key, value in host.items() if key != "issuance"})
+        for state in host.get("issuance") or []:
             error = f", last error: {state.get('last_error')}" if state.get("last_error") else ""
             print(f"acme {state.get('name')}: {state.get('status')}"
                   f", next attempt {output.text(state.get('next_attempt_at'))}{error}")

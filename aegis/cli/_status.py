@@ -119,7 +119,7 @@ def _judge_host(host: Mapping[str, Any]) -> list[Finding]:
     return [Finding(WARNING, f"automatic certificate for {state.get('name')} (host "
                     f"{host.get('id')}) failing: {state.get('last_error')}; next attempt "
                     f"{output.text(state.get('next_attempt_at'))}", host_id=host.get("id"))
-            for state in host.get("acme") or []
+            for state in host.get("issuance") or []
             if isinstance(state, Mapping) and state.get("last_error")]
 
 

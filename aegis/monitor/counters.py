@@ -14,15 +14,24 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from OpenSSL import SSL
+from twisted.internet.error import ConnectionDone, ConnectionLost
+
 # Upstream latency histogram bounds, milliseconds (Prometheus' default buckets, in ms).
 LATENCY_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 MAX_HOSTS = 4096
 
-# Why the TLS layer refused a handshake at certificate selection.
+# Why a handshake failed: refused at certificate selection (the first three), not finished
+# within AEGIS_TLS_HANDSHAKE_TIMEOUT, ended by an OpenSSL error (a client's alert, a
+# protocol or version mismatch), or closed by the client before it finished.
 SNI_INVALID = "sni_invalid"
 VERSION_TOO_LOW = "version_too_low"
 SELECTION_ERROR = "selection_error"
-HANDSHAKE_FAILURE_REASONS = (SNI_INVALID, VERSION_TOO_LOW, SELECTION_ERROR)
+TIMEOUT = "timeout"
+TLS_ERROR = "tls_error"
+CLIENT_CLOSED = "client_closed"
+HANDSHAKE_FAILURE_REASONS = (SNI_INVALID, VERSION_TOO_LOW, SELECTION_ERROR, TIMEOUT,
+                             TLS_ERROR, CLIENT_CLOSED)
 
 
 class TrafficCounters:
@@ -42,6 +51,17 @@ class TrafficCounters:
 
     def handshake_failed(self, reason: str) -> None:
         self.handshake_failures[reason] += 1
+
+    def handshake_timed_out(self) -> None:
+        self.handshake_failures[TIMEOUT] += 1
+
+    def handshake_ended(self, failure: object) -> None:
+        """A handshake that failed with ``failure`` (what the transport loses the
+        connection with): the client closing first, or any TLS error."""
+        # EOF or a reset: the peer went away (OpenSSL 3 reports EOF as an SSL error)
+        closed = isinstance(failure, ConnectionDone | ConnectionLost | SSL.ZeroReturnError
+                            | SSL.SysCallError) or "unexpected eof" in str(failure)
+        self.handshake_failures[CLIENT_CLOSED if closed else TLS_ERROR] += 1
 
     def proxied(self, host: str, status: int, upstream_ms: int | None) -> None:
         """One finished exchange (``status`` 0: aborted after the head went out)."""

@@ -27,12 +27,14 @@ class TLSAcceptor:
     """How a listening port turns an accepted socket into a TLS server connection.
 
     ``connection(sock, transport)`` returns a :class:`SocketTLS` bound to ``sock`` (in
-    accept state, with ``transport`` as its app data); ``clock`` runs the handshake deadline.
+    accept state, with ``transport`` as its app data); ``clock`` runs the handshake deadline;
+    ``counters`` (the metrics) count handshakes that time out or fail.
     """
 
     connection: Callable[[socket.socket, Any], SocketTLS]
     clock: IReactorTime
     handshake_timeout: float
+    counters: Any = None
 
 
 def server_connection(context: SSL.Context, sock: socket.socket,

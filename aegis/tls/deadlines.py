@@ -6,6 +6,7 @@ Used by both HTTPS transports (:class:`aegis.tls.port.DirectTLSPort` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -34,9 +35,11 @@ class HandshakeDeadlines:
     deadline, instead of a ``callLater`` (a heap entry) and its cancellation per connection.
     """
 
-    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+    def __init__(self, clock: IReactorTime, timeout: float,
+                 on_timeout: Callable[[], object] | None = None) -> None:
         self._clock = clock
         self.timeout = timeout
+        self._on_timeout = on_timeout  # the metrics' count of timed-out handshakes
         self._pending: dict[TimedHandshake, float] = {}
         self._timer: IDelayedCall | None = None
 
@@ -61,6 +64,8 @@ class HandshakeDeadlines:
             del self._pending[connection]
             log.info("TLS handshake from {peer} did not finish within {timeout}s; closing",
                      peer=str(connection.getPeer()), timeout=self.timeout)
+            if self._on_timeout is not None:
+                self._on_timeout()
             connection.handshake_timed_out()
 
 

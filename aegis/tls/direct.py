@@ -177,6 +177,9 @@ class DirectTLSServer(TrackedServerMixin, ImmediateWriteMixin, tcp.Server):
             return None
         failed = self._tls.error(result, code)  # alert, EOF, reset, callback failure
         _lib.ERR_clear_error()
+        counters = getattr(getattr(self.server, "acceptor", None), "counters", None)
+        if counters is not None:
+            counters.handshake_ended(failed)
         return failed
 
     def _handshake_done(self) -> Any:

@@ -77,7 +77,7 @@ def https_endpoint(
     inner = listen_endpoint(reactor, description)
     if isinstance(inner, TCP4ServerEndpoint | TCP6ServerEndpoint):
         creator = SNIConnectionCreator(selection, reactor, policy, counters)
-        acceptor = TLSAcceptor(creator.socket_connection, reactor, handshake_timeout)
+        acceptor = TLSAcceptor(creator.socket_connection, reactor, handshake_timeout, counters)
         # Twisted's TCP endpoints keep what they parsed in these attributes (stable since 2011).
         return DirectTLSEndpoint(reactor, inner._port, inner._backlog, inner._interface,
                                  acceptor)

@@ -59,7 +59,10 @@ class DirectTLSPort(TrackingPort):
         super().__init__(port, factory, backlog, interface, reactor)
         self.acceptor = acceptor
         # Outlives stopListening on purpose: accepted connections keep their deadline.
-        self.deadlines = HandshakeDeadlines(acceptor.clock, acceptor.handshake_timeout)
+        counters = acceptor.counters
+        self.deadlines = HandshakeDeadlines(
+            acceptor.clock, acceptor.handshake_timeout,
+            None if counters is None else counters.handshake_timed_out)
         self._listener: _Listener | None = None
 
     def startListening(self) -> None:
