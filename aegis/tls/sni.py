@@ -24,7 +24,7 @@ One context per certificate, not one shared context
 ---------------------------------------------------
 pyOpenSSL can set the leaf and key per connection (``Connection.use_certificate``) but
 exposes no per-connection *chain* call (``SSL_add1_chain_cert``), and intermediates must be
-served. Measured here (FACTS.md): a context per certificate costs ~26 KB and 0.2-0.3 ms to
+served. Measured (docs/measurements.md): a context per certificate costs ~26 KB and 0.2-0.3 ms to
 build and keeps the handshake rate flat, while the shared-context variant loses ~20%. So each
 :class:`LoadedCertificate` gets its own policy context, built on first use and cached by
 object identity in a weak map (a certificate the registry drops frees its context). The

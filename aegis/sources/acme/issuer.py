@@ -6,9 +6,9 @@ that has become invalid or expired is replaced once. Authorisations the CA alrea
 valid (Pebble reuses them half the time) are skipped. Polling starts fast (50 ms) and backs
 off to one second, honouring the server's Retry-After, within a bounded total time.
 
-What comes back is checked before anyone stores it (ACCEPTANCE 32): the leaf must carry our
-public key and exactly the names we asked for, and each certificate must be signed by the
-next. A mismatch is an error and nothing is returned.
+What comes back is checked before anyone stores it (docs/security.md, line 32): the leaf
+must carry our public key and exactly the names we asked for, and each certificate must be
+signed by the next. A mismatch is an error and nothing is returned.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ One code path for both ways an Origin CA certificate is made:
   (:mod:`.renewal`) and then calls :meth:`submit` too.
 
 :meth:`submit` sends the CSR (never a key), and checks Cloudflare's answer before anyone
-may store it (ACCEPTANCE 32): the leaf must carry the CSR's public key, exactly the asked
-names, and be valid now (:func:`aegis.sources.cloudflare.origin.check_answer`).
+may store it (docs/security.md, line 32): the leaf must carry the CSR's public key, exactly
+the asked names, and be valid now (:func:`aegis.sources.cloudflare.origin.check_answer`).
 
 Cloudflare signs in one request, so there is no order in flight to abandon, and it suggests
 no renewal window: the lifetime rule applies. A ``Retry-After`` beyond the client's own

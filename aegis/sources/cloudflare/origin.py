@@ -3,7 +3,7 @@
 Why the checks: Cloudflare signs whatever ``hostnames`` the request names, and a bug, a proxy
 or a compromised account could hand back a certificate for other names or another key. A
 certificate is stored only if its public key is ours and its SAN DNS names are exactly the
-names we asked for, and it is valid now (ACCEPTANCE 32); otherwise nothing is stored and
+names we asked for, and it is valid now (docs/security.md, line 32); otherwise nothing is stored and
 the admin (or the lifecycle engine, for a renewal) sees why. Both ways a certificate is
 made run them: :mod:`.issuer` for the request and the renewal, :mod:`.requests` for what
 the admin request stores.
