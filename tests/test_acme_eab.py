@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.web.server import Site
 
 from aegis.config import ConfigError, Settings
 from aegis.sources.acme.eab import EabError, ExternalAccount, external_account
-from aegis.testing.pebble import PebbleServer, pebble_available, start_pebble
-from tests.test_acme_pebble import ChallengeSite, Node, wait_until
+from aegis.testing.pebble import PebbleServer, pebble_available
+from tests.test_acme_pebble import ChallengeSite, Node, module_pebble, wait_until
+from tests.test_acme_pebble import site as site  # the fixture, with this module's pebble
 
 RIGHT = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
 WRONG = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
@@ -41,19 +40,7 @@ def test_settings_need_both_and_hide_the_key() -> None:
     assert RIGHT[:8] not in str(bad.value) and "(hidden)" in str(bad.value)
 
 
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
-    server = start_pebble(tmp_path_factory.mktemp("pebble-eab"), eab_keys={KID: RIGHT})
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def site(pebble: PebbleServer) -> Iterator[ChallengeSite]:
-    resource = ChallengeSite()
-    port = reactor.listenTCP(pebble.http_port, Site(resource), interface="127.0.0.1")
-    yield resource
-    pytest_twisted.blockon(port.stopListening())
+pebble = module_pebble("pebble-eab", eab_keys={KID: RIGHT})
 
 
 @pytest.fixture

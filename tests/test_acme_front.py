@@ -18,8 +18,15 @@ from aegis.sources.acme import ari
 from aegis.sources.acme.profiles import PROFILE_KEY
 from aegis.store.records import HostFields
 from aegis.testing.acme_front import AcmeFront, listen_front
-from aegis.testing.pebble import PebbleServer, pebble_available, start_pebble
-from tests.test_acme_pebble import ChallengeSite, Node, assert_chains_to_pebble, wait_until
+from aegis.testing.pebble import PebbleServer, pebble_available
+from tests.test_acme_pebble import (
+    ChallengeSite,
+    Node,
+    assert_chains_to_pebble,
+    module_pebble,
+    wait_until,
+)
+from tests.test_acme_pebble import site as site  # the fixture, with this module's pebble
 
 pytestmark = [
     pytest.mark.integration,
@@ -27,21 +34,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
-    server = start_pebble(tmp_path_factory.mktemp("pebble-front"))
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def site(pebble: PebbleServer) -> Iterator[ChallengeSite]:
-    from twisted.web.server import Site
-
-    resource = ChallengeSite()
-    port = reactor.listenTCP(pebble.http_port, Site(resource), interface="127.0.0.1")
-    yield resource
-    pytest_twisted.blockon(port.stopListening())
+pebble = module_pebble("pebble-front")
 
 
 @pytest.fixture

@@ -80,11 +80,21 @@ class ChallengeSite(Resource):
             request.finish()
 
 
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
-    server = start_pebble(tmp_path_factory.mktemp("pebble"))
-    yield server
-    server.close()
+def module_pebble(directory: str, **options: Any) -> Any:
+    """A module-scoped ``pebble`` fixture: a Pebble of the module's own, started with
+    ``options`` (see :func:`start_pebble`). Other modules import :func:`site` with it: the
+    fixture resolves ``pebble`` in the module that uses it."""
+
+    @pytest.fixture(scope="module")
+    def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
+        server = start_pebble(tmp_path_factory.mktemp(directory), **options)
+        yield server
+        server.close()
+
+    return pebble
+
+
+pebble = module_pebble("pebble")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,14 @@ from twisted.web.server import Site
 from aegis.certs.lifecycle import RequestBudget
 from aegis.certs.lifecycle.budget import FAILURES_PER_WINDOW, REQUEST_BURST, REQUESTS_PER_SECOND
 from aegis.testing.pebble import PebbleServer, pebble_available, start_pebble
-from tests.test_acme_pebble import ChallengeSite, Node, assert_chains_to_pebble, wait_until
+from tests.test_acme_pebble import (
+    ChallengeSite,
+    Node,
+    assert_chains_to_pebble,
+    module_pebble,
+    wait_until,
+)
+from tests.test_acme_pebble import site as site  # the fixture, with this module's pebble
 
 pytestmark = [
     pytest.mark.integration,
@@ -30,19 +36,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
-    server = start_pebble(tmp_path_factory.mktemp("pebble-lifecycle"))
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def site(pebble: PebbleServer) -> Iterator[ChallengeSite]:
-    resource = ChallengeSite()
-    port = reactor.listenTCP(pebble.http_port, Site(resource), interface="127.0.0.1")
-    yield resource
-    pytest_twisted.blockon(port.stopListening())
+pebble = module_pebble("pebble-lifecycle")
 
 
 @pytest_twisted.ensureDeferred
