@@ -8,13 +8,9 @@ tested through the admin API elsewhere).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
-
-import pytest
-from twisted.logger import globalLogPublisher
 
 from aegis.certs.lifecycle import RequestBudget
 from aegis.certs.lifecycle.budget import FAILURES_PER_WINDOW, FailureBudget
@@ -23,14 +19,7 @@ from aegis.events import EventPublisher
 from tests.helpers import certificate_fields
 from tests.test_acme_fakeca import BASE
 from tests.test_acme_manager import World, _names
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(seen.append)
-    yield seen
-    globalLogPublisher.removeObserver(seen.append)
+from tests.test_acme_manager import events as events  # the fixture
 
 
 def _statuses(events: list[dict[str, Any]], name: str) -> list[str]:

@@ -56,6 +56,7 @@ class EngineBase(Service):
     _waiters: dict[str, list[Deferred[None]]]
     _wakeup: IDelayedCall | None
     _refresh_lock: DeferredLock
+    _queued_refresh: list[Deferred[None]] | None  # callers of the refresh waiting to start
     _refreshed_at: float
     advice: AdviceBook
 

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from aegis import events
 from aegis.certs.lifecycle import transitions
@@ -41,8 +42,31 @@ class DemandSync(EngineBase):
 
     def refresh(self) -> Deferred[None]:
         """Re-read hosts and certificates, retire what is no longer wanted, take up what is
-        newly wanted, and start whatever is due. Serialised; idempotent."""
-        return self._refresh_lock.run(lambda: Deferred.fromCoroutine(self._refresh()))
+        newly wanted, and start whatever is due. Serialised; idempotent.
+
+        Calls while a refresh is queued (waiting for the one running) join it: it has not
+        read the store yet, so it sees their changes too. A host write's reload and its
+        answer (which waits for the new demand) then cost one refresh, not two."""
+        waiter: Deferred[None] = Deferred()
+        if self._queued_refresh is not None:
+            self._queued_refresh.append(waiter)
+            return waiter
+        self._queued_refresh = [waiter]
+
+        def run() -> Deferred[None]:
+            waiters, self._queued_refresh = self._queued_refresh or [], None
+
+            def fire(result: object) -> None:
+                for each in waiters:
+                    if isinstance(result, Failure):
+                        each.errback(result)
+                    else:
+                        each.callback(None)
+
+            return Deferred.fromCoroutine(self._refresh()).addBoth(fire)
+
+        self._refresh_lock.run(run)
+        return waiter
 
     async def _refresh(self) -> None:
         now = self.now()

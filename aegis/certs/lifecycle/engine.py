@@ -119,6 +119,7 @@ class LifecycleEngine(DemandSync, OperatorControls, AdvicePass):
         self._waiters: dict[str, list[Deferred[None]]] = {}
         self._wakeup: IDelayedCall | None = None
         self._refresh_lock = DeferredLock()
+        self._queued_refresh: list[Deferred[None]] | None = None
         self._refreshed_at = 0.0
         self._ticking = False
         self._tick_again = False
